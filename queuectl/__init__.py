@@ -1,0 +1,79 @@
+"""queuectl: run shell commands as persistent background jobs.
+
+Embedding in an asyncio application::
+
+    from queuectl import Queue
+
+    async with await Queue.open("jobs.db") as queue:
+        async with queue.pool(count=4):
+            job = await queue.enqueue(command="echo hello")
+            done = await queue.wait_for(job.id, timeout=60)
+
+The façade and the worker are imported on first use, so that the command line
+starts fast and ``import queuectl`` never loads a database driver it does not need.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from queuectl.config import Settings
+from queuectl.errors import (
+    DuplicateJob,
+    InvalidInput,
+    InvalidSetting,
+    JobNotFound,
+    JobStateConflict,
+    QueueError,
+    StoreBusy,
+    StoreCorrupt,
+    StoreError,
+    StoreUnavailable,
+)
+from queuectl.models import Job, JobState, NewJob, QueueStatus, WorkerInfo
+
+if TYPE_CHECKING:
+    from queuectl.queue import Queue
+    from queuectl.storage import open_store
+    from queuectl.worker import Mode, WorkerPool
+
+__all__ = (
+    "DuplicateJob",
+    "InvalidInput",
+    "InvalidSetting",
+    "Job",
+    "JobNotFound",
+    "JobState",
+    "JobStateConflict",
+    "Mode",
+    "NewJob",
+    "Queue",
+    "QueueError",
+    "QueueStatus",
+    "Settings",
+    "StoreBusy",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreUnavailable",
+    "WorkerInfo",
+    "WorkerPool",
+    "open_store",
+)
+
+_LAZY = {
+    "Queue": "queuectl.queue",
+    "WorkerPool": "queuectl.worker",
+    "Mode": "queuectl.worker",
+    "open_store": "queuectl.storage",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'queuectl' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,78 @@
+"""Shared command plumbing: the state the group passes down, and running one async call."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from queuectl.queue import Queue
+
+T = TypeVar("T")
+
+
+@dataclass
+class CliState:
+    """Options of the ``queuectl`` group that every command needs."""
+
+    db: str | None = None
+    verbose: int = 0
+
+    @property
+    def target(self) -> str:
+        """``--db``, else ``$QUEUECTL_DB``, else the default SQLite file (resolved now)."""
+        from queuectl.config import default_target
+
+        return self.db or default_target()
+
+    @property
+    def uses_default_target(self) -> bool:
+        """Neither ``--db`` nor ``$QUEUECTL_DB`` chose the store."""
+        from queuectl.config import DB_ENV
+
+        return not self.db and not os.environ.get(DB_ENV)
+
+
+def make_data_dir(target: str) -> None:
+    """Create the directory of the default store (``~/.local/share/queuectl``) on first use.
+
+    An explicit ``--db`` path is used as given: a missing directory there is more
+    likely a typo than a wish.
+    """
+    from queuectl.config import is_postgres_target, sqlite_path
+
+    if is_postgres_target(target):
+        return
+    with contextlib.suppress(OSError):  # opening the store reports the real problem
+        sqlite_path(target).parent.mkdir(parents=True, exist_ok=True)
+
+
+def cli_state() -> CliState:
+    """The state of the running ``queuectl`` invocation."""
+    return click.get_current_context().ensure_object(CliState)
+
+
+def with_queue(action: Callable[[Queue], Coroutine[Any, Any, T]]) -> T:
+    """Open the chosen store, run ``action(queue)`` in a fresh event loop, close the store.
+
+    Call it only after the input is validated: opening a SQLite store creates its file.
+    """
+    import asyncio
+
+    from queuectl.queue import Queue
+
+    state = cli_state()
+    target = state.target
+    if state.uses_default_target:
+        make_data_dir(target)
+
+    async def run() -> T:
+        async with await Queue.open(target) as queue:
+            return await action(queue)
+
+    return asyncio.run(run())

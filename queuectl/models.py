@@ -1,0 +1,176 @@
+"""The records queuectl passes around: states, jobs, new jobs, attempt outcomes, workers."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life. The value is what users see."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD = "dead"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: States a job can be claimed from once its ``run_at`` is due.
+WAITING_STATES: frozenset[JobState] = frozenset({JobState.PENDING, JobState.FAILED})
+#: States that still have work ahead (what ``worker start --drain`` waits for).
+UNFINISHED_STATES: frozenset[JobState] = WAITING_STATES | {JobState.PROCESSING}
+#: States a job never leaves by itself.
+FINAL_STATES: frozenset[JobState] = frozenset({JobState.COMPLETED, JobState.DEAD})
+
+
+class Unset(enum.Enum):
+    """Marks an input field that was not given, so the store's setting applies."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    """UTC ISO-8601 with a ``Z``, the one timestamp format queuectl prints."""
+    if moment is None:
+        return None
+    text = moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return text.replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewJob:
+    """A validated job on its way into the store.
+
+    ``timeout`` and ``max_retries`` may be ``UNSET``: the store's settings
+    (``default_timeout``, ``max_retries``) fill them in when the job is added.
+    ``run_at`` of ``None`` means "now"; ``delay`` is seconds from now.
+    """
+
+    id: str
+    command: str
+    queue: str = "default"
+    priority: int = 0
+    timeout: float | None | Unset = UNSET
+    max_retries: int | Unset = UNSET
+    run_at: datetime | None = None
+    delay: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Job:
+    """A job as stored. Timestamps are aware UTC datetimes."""
+
+    id: str
+    command: str
+    queue: str
+    priority: int
+    timeout: float | None
+    max_retries: int
+    run_at: datetime
+    state: JobState
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    last_error: str | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+    def to_dict(self, *, with_output: bool = False) -> dict[str, Any]:
+        """The job as the JSON object the CLI prints (``show`` adds the output)."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "command": self.command,
+            "queue": self.queue,
+            "priority": self.priority,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "run_at": isoformat(self.run_at),
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "created_at": isoformat(self.created_at),
+            "updated_at": isoformat(self.updated_at),
+            "started_at": isoformat(self.started_at),
+            "finished_at": isoformat(self.finished_at),
+            "exit_code": self.exit_code,
+            "last_error": self.last_error,
+        }
+        if with_output:
+            data["stdout"] = self.stdout.decode("utf-8", errors="replace")
+            data["stderr"] = self.stderr.decode("utf-8", errors="replace")
+        return data
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Claim:
+    """A job a worker holds. ``token`` guards every write the worker makes for it."""
+
+    job: Job
+    token: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Outcome:
+    """What to record when an attempt ends.
+
+    ``state`` is ``completed``, ``failed`` (retried ``retry_in`` seconds from
+    now) or ``dead``. The retry policy decides it; the store only writes it.
+    """
+
+    state: JobState
+    exit_code: int | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime
+    stdout: bytes = b""
+    stderr: bytes = b""
+    retry_in: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerInfo:
+    """One registered ``worker start`` process."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    running: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": isoformat(self.started_at),
+            "heartbeat_at": isoformat(self.heartbeat_at),
+            "running": self.running,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueStatus:
+    """What ``queuectl status`` shows."""
+
+    jobs: dict[JobState, int]
+    workers: int
+    next_run_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": {state.value: self.jobs.get(state, 0) for state in JobState},
+            "workers": self.workers,
+            "next_run_at": isoformat(self.next_run_at),
+        }

@@ -1,0 +1,318 @@
+"""Run one shell command as the leader of its own process group, and kill the group as a whole.
+
+The runner knows processes, not rows. It is the hot path of a worker, so it adds little to asyncio's own
+subprocess machinery: one protocol object keeps the output tails as data arrives (no reader tasks, no
+StreamReader), and the timeout and the SIGTERM-then-SIGKILL escalation are plain loop timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import warnings
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+__all__ = ("RunResult", "kill_process_group", "run_command", "use_fast_child_watcher")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunResult:
+    """How one attempt ended."""
+
+    exit_code: int | None
+    """The shell's exit code; None if it never exited by itself (timeout, not started, signal)."""
+    error: str | None
+    """None on success, else why it failed: ``exit code 3``, ``timed out after 5s``, ..."""
+    stdout: bytes
+    """The last ``output_limit`` bytes written to stdout."""
+    stderr: bytes
+    started_at: datetime
+    finished_at: datetime
+    pid: int | None
+    """The shell's pid, which is also its process group id; None if it could not start."""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+
+async def run_command(
+    command: str,
+    *,
+    timeout: float | None,  # noqa: ASYNC109 - the job's own timeout, applied to the process, not to us
+    output_limit: int = 65536,
+    kill_grace: float = 2.0,
+    drain_grace: float = 0.25,
+    on_start: Callable[[int], None] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RunResult:
+    """Run ``command`` with ``/bin/sh -c`` in a new session; never leave any of its processes behind.
+
+    On timeout the group gets SIGTERM, then SIGKILL after ``kill_grace``. Once the shell has exited,
+    the pipes get ``drain_grace`` to reach EOF (a background grandchild may hold them), then what is
+    left of the group is killed. If the caller is cancelled, the group is stopped the same way
+    (shielded) before the cancellation propagates. Spawn failures are returned, not raised.
+
+    ``on_start(pid)`` is called once the shell runs; ``pid`` is also its process group id. ``env``
+    adds variables to the inherited environment (unlike ``subprocess``, it does not replace it).
+    """
+    if output_limit < 0:
+        raise ValueError(f"output_limit must be >= 0, not {output_limit}")
+    loop = asyncio.get_running_loop()
+    started_at = datetime.now(UTC)
+    environ = None if env is None else {**os.environ, **env}
+    spawn = loop.create_task(
+        loop.subprocess_shell(
+            lambda: _Capture(loop, output_limit),
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=environ,
+        )
+    )
+    try:
+        # Shielded: a cancel here must not leave a shell whose pid we never learnt.
+        transport, capture = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        await _finish_shielded(_abandon(spawn, kill_grace))
+        raise
+    except (OSError, ValueError) as exc:  # E2BIG, EMFILE, ENOMEM; ValueError: a NUL in the command
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return RunResult(
+            exit_code=None,
+            error=f"could not start: {reason}",
+            stdout=b"",
+            stderr=b"",
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            pid=None,
+        )
+    pid: int = transport.get_pid()
+    group = _Group(loop, pid, kill_grace)
+    timer = None if timeout is None else loop.call_later(timeout, _on_timeout, capture, group)
+    try:
+        if on_start is not None:
+            on_start(pid)
+        await _wait(capture, group, drain_grace)
+    except BaseException:
+        await _finish_shielded(_stop(capture, group))
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+        group.kill()  # what the shell left behind: nothing outlives the attempt
+        transport.close()  # closes pipes still held open by now-dead grandchildren
+    return _result(transport.get_returncode(), capture, group, timeout, started_at, pid)
+
+
+def kill_process_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
+    """Send ``sig`` to process group ``pgid``; True if any process was signalled.
+
+    Refuses (returns False) for pgid <= 1 and for our own group: a stale pid from an old row must
+    never turn into ``kill(0)`` or a signal to the worker itself.
+    """
+    if pgid <= 1 or pgid == os.getpgrp():
+        return False
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def use_fast_child_watcher() -> None:
+    """Reap children through pidfds instead of a thread per child (Python 3.11 on Linux).
+
+    Python 3.12+ already does this by default. The watcher is process-wide state and follows the
+    main thread's event loop, so it is installed only from the main thread.
+    """
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        current = asyncio.get_child_watcher()
+        if isinstance(current, asyncio.PidfdChildWatcher) and current.is_active():
+            return
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(loop)
+        asyncio.set_child_watcher(watcher)
+
+
+class _Capture(asyncio.SubprocessProtocol):
+    """Keeps the tail of stdout and stderr and tells when the shell exited and the pipes closed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self._loop = loop
+        self.limit = limit
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.has_exited = False
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.eof: asyncio.Future[None] = loop.create_future()
+        self._open_pipes = 2
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        buf = self.stdout if fd == 1 else self.stderr
+        if len(data) >= self.limit:  # also covers limit 0, where data[-0:] would keep everything
+            buf[:] = data[len(data) - self.limit :]
+            return
+        buf += data
+        excess = len(buf) - self.limit
+        if excess > 0:
+            del buf[:excess]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._open_pipes -= 1
+        if self._open_pipes == 0:
+            _resolve(self.eof)
+
+    def process_exited(self) -> None:
+        self.has_exited = True
+        _resolve(self.exited)
+
+    def exit_waiter(self) -> asyncio.Future[None]:
+        """The future of the shell's exit; a fresh one if a cancelled await took the old one with it."""
+        if self.exited.cancelled():
+            self.exited = self._loop.create_future()
+            if self.has_exited:
+                self.exited.set_result(None)
+        return self.exited
+
+
+class _Group:
+    """The job's process group: SIGTERM first, SIGKILL ``kill_grace`` later."""
+
+    __slots__ = ("_kill_timer", "_loop", "kill_grace", "pid", "terminated")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pid: int, kill_grace: float) -> None:
+        self._loop = loop
+        self.pid = pid
+        self.kill_grace = kill_grace
+        self.terminated = False
+        self._kill_timer: asyncio.TimerHandle | None = None
+
+    def terminate(self) -> None:
+        if self.terminated:
+            return
+        self.terminated = True
+        kill_process_group(self.pid, signal.SIGTERM)
+        self._kill_timer = self._loop.call_later(self.kill_grace, kill_process_group, self.pid)
+
+    def kill(self) -> None:
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        kill_process_group(self.pid, signal.SIGKILL)
+
+
+def _on_timeout(capture: _Capture, group: _Group) -> None:
+    if not capture.has_exited:  # an exit already seen is not a timeout, however late we learn of it
+        group.terminate()
+
+
+async def _wait(capture: _Capture, group: _Group, drain_grace: float) -> None:
+    """Wait for the shell, then briefly for EOF on its pipes."""
+    await capture.exited
+    if group.terminated:
+        group.kill()  # timed out: the survivors need no grace to flush output
+    if not capture.eof.done():
+        await _wait_at_most(capture.eof, drain_grace)
+
+
+async def _stop(capture: _Capture, group: _Group) -> None:
+    """Stop a job whose caller gave up on it: terminate, then reap the shell."""
+    if not capture.has_exited:
+        group.terminate()
+        await capture.exit_waiter()
+
+
+_Spawn = asyncio.Task[tuple[asyncio.SubprocessTransport, _Capture]]
+
+
+async def _abandon(spawn: _Spawn, kill_grace: float) -> None:
+    """Let a spawn whose caller was cancelled finish, then stop what it started."""
+    try:
+        transport, capture = await spawn
+    except Exception:
+        return  # it never started: nothing to stop
+    group = _Group(asyncio.get_running_loop(), transport.get_pid(), kill_grace)
+    try:
+        await _stop(capture, group)
+    finally:
+        group.kill()
+        transport.close()
+
+
+async def _wait_at_most(future: asyncio.Future[None], seconds: float) -> None:
+    """Like ``wait_for`` but without a task: the future is resolved early by a timer if need be."""
+    timer = asyncio.get_running_loop().call_later(seconds, _resolve, future)
+    try:
+        await future
+    finally:
+        timer.cancel()
+
+
+async def _finish_shielded(cleanup: Awaitable[None]) -> None:
+    """Run ``cleanup`` to its end even if we are cancelled again meanwhile (the caller re-raises)."""
+    task = asyncio.ensure_future(cleanup)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _result(
+    returncode: int | None,
+    capture: _Capture,
+    group: _Group,
+    timeout: float | None,
+    started_at: datetime,
+    pid: int,
+) -> RunResult:
+    exit_code: int | None = None
+    if group.terminated:
+        error: str | None = f"timed out after {_seconds(timeout)}s"
+    elif returncode is None or returncode < 0:
+        error = f"killed by signal {_signal_name(-(returncode or 0))}"
+    else:
+        exit_code = returncode
+        error = None if returncode == 0 else f"exit code {returncode}"
+    return RunResult(
+        exit_code=exit_code,
+        error=error,
+        stdout=bytes(capture.stdout),
+        stderr=bytes(capture.stderr),
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        pid=pid,
+    )
+
+
+def _seconds(value: float | None) -> str:
+    """5 -> '5', 0.5 -> '0.5': no useless '.0' in messages."""
+    number = float(value or 0)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{number} ({signal.Signals(number).name})"
+    except ValueError:
+        return str(number)

@@ -1,0 +1,663 @@
+"""The shared store: PostgreSQL through asyncpg, for workers on several machines.
+
+The database owns the clock here: every lease, ``run_at`` and heartbeat is
+compared with ``now()`` on the server, never with a host's clock, because the
+hosts' clocks may disagree. Claims use ``FOR UPDATE SKIP LOCKED``; every later
+write is conditional on the claim's token. ``add_jobs``, ``finish``, ``release``
+and the DLQ retries ``NOTIFY`` a channel that idle workers ``LISTEN`` on.
+
+A dropped connection (a server restart, a failover) is retried with a short
+backoff for ``retry_for`` seconds before the method raises ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+
+from queuectl.config import Settings, SettingValue, format_setting
+from queuectl.errors import (
+    DuplicateJob,
+    JobNotFound,
+    JobStateConflict,
+    QueueError,
+    StoreCorrupt,
+    StoreError,
+    StoreUnavailable,
+)
+from queuectl.models import UNSET, Claim, Job, JobState, NewJob, Outcome, WorkerInfo
+from queuectl.storage.postgres_schema import (
+    Connection,
+    ListenConnection,
+    Pool,
+    Row,
+    cannot_connect,
+    describe_target,
+    migrate,
+    reason,
+)
+
+try:
+    import asyncpg
+except ImportError as missing:  # pragma: no cover - exercised in a subprocess without the driver
+    _MISSING_DRIVER: ImportError | None = missing
+else:
+    _MISSING_DRIVER = None
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Longest span of seconds passed to the server (a lease, a delay, a backoff): 200 years.
+_MAX_SECONDS = 200 * 365.25 * 86400
+
+_JOB_COLUMNS = (
+    "id, command, queue, priority, timeout, max_retries, run_at, state, attempts,"
+    " created_at, updated_at, started_at, finished_at, exit_code, last_error"
+)
+_CLAIM_COLUMNS = _JOB_COLUMNS + ", seq, claim_token"
+
+_INSERT = f"""
+WITH added AS (
+    INSERT INTO jobs (id, command, queue, priority, timeout, max_retries, run_at, state,
+                      attempts, created_at, updated_at)
+    SELECT t.id, t.command, t.queue, t.priority, t.timeout, t.max_retries,
+           coalesce(t.run_at, now() + t.delay * interval '1 second'), 'pending', 0, now(), now()
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::float8[], $6::integer[],
+                $7::timestamptz[], $8::float8[])
+         WITH ORDINALITY AS t(id, command, queue, priority, timeout, max_retries, run_at, delay, n)
+    ORDER BY t.n
+    RETURNING {_JOB_COLUMNS}
+), wake AS (SELECT pg_notify($9, 'added'))
+SELECT added.* FROM added, wake
+"""
+
+_CLAIM = """
+UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = $1,
+    claim_token = gen_random_uuid()::text, lease_expires_at = now() + $2::float8 * interval '1 second',
+    started_at = now(), updated_at = now()
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state IN ('pending', 'failed') AND run_at <= now(){queue_filter}
+    ORDER BY priority DESC, run_at, created_at, seq
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {columns}
+"""
+_CLAIM_ANY_QUEUE = _CLAIM.format(queue_filter="", columns=_CLAIM_COLUMNS)
+_CLAIM_QUEUES = _CLAIM.format(queue_filter=" AND queue = ANY($4::text[])", columns=_CLAIM_COLUMNS)
+
+_FINISH = """
+WITH done AS (
+    UPDATE jobs SET state = $3::text, exit_code = $4, last_error = $5,
+        started_at = coalesce($6, started_at), finished_at = $7, stdout = $8, stderr = $9,
+        run_at = CASE WHEN $3::text = 'failed' THEN now() + $10::float8 * interval '1 second'
+                      ELSE run_at END,
+        worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
+    RETURNING 1
+)
+SELECT pg_notify($11, 'finished') FROM done
+"""
+
+_RELEASE = """
+WITH back AS (
+    UPDATE jobs SET state = 'pending', attempts = greatest(attempts - 1, 0), worker_id = NULL,
+        claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
+    RETURNING 1
+)
+SELECT pg_notify($3, 'released') FROM back
+"""
+
+_REVIVE = f"""
+WITH revived AS (
+    UPDATE jobs SET state = 'pending', attempts = 0, run_at = now(), updated_at = now()
+    WHERE state = 'dead' {{which}}
+    RETURNING {_JOB_COLUMNS}, seq
+), wake AS (SELECT pg_notify($1, 'revived'))
+SELECT revived.* FROM revived, wake
+"""
+_REVIVE_SOME = _REVIVE.format(which="AND id = ANY($2::text[])")
+_REVIVE_ALL = _REVIVE.format(which="")
+
+
+def _seconds(value: float) -> float:
+    """A span the server can add to ``now()`` without overflowing a timestamp."""
+    return max(-_MAX_SECONDS, min(float(value), _MAX_SECONDS))
+
+
+def _job(row: Row, *, with_output: bool = False) -> Job:
+    return Job(
+        id=row["id"],
+        command=row["command"],
+        queue=row["queue"],
+        priority=row["priority"],
+        timeout=row["timeout"],
+        max_retries=row["max_retries"],
+        run_at=row["run_at"],
+        state=JobState(row["state"]),
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        exit_code=row["exit_code"],
+        last_error=row["last_error"],
+        stdout=bytes(row["stdout"]) if with_output else b"",
+        stderr=bytes(row["stderr"]) if with_output else b"",
+    )
+
+
+def _best_first(row: Row) -> tuple[Any, ...]:
+    return (-row["priority"], row["run_at"], row["created_at"], row["seq"])
+
+
+def _transient(error: BaseException) -> bool:
+    """Errors that a new connection or a second try can cure."""
+    if isinstance(error, OSError):  # refused, reset, unreachable, TimeoutError
+        return True
+    if isinstance(error, asyncpg.InterfaceError):
+        return "closed" in str(error)  # "connection is closed", "pool is closed" is checked earlier
+    return isinstance(
+        error,
+        (
+            asyncpg.PostgresConnectionError,
+            asyncpg.AdminShutdownError,
+            asyncpg.CrashShutdownError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.TooManyConnectionsError,
+            asyncpg.SerializationError,
+            asyncpg.DeadlockDetectedError,
+        ),
+    )
+
+
+def _rolled_back(error: BaseException) -> bool:
+    """Transient errors after which the statement surely did not take effect."""
+    return isinstance(error, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError))
+
+
+def _channel(schema: str | None) -> str:
+    """The NOTIFY channel of this schema's queue (at most 63 bytes, PostgreSQL's limit)."""
+    name = f"queuectl_{schema}" if schema else "queuectl"
+    return name.encode("utf-8")[:63].decode("utf-8", errors="ignore")
+
+
+def _server_settings(url: str) -> dict[str, str]:
+    """Name our sessions in ``pg_stat_activity``, unless the URL names them already."""
+    return {} if "application_name=" in url else {"application_name": "queuectl"}
+
+
+async def _keep_session(connection: Any) -> None:
+    """Pool ``reset`` hook: our sessions hold no state, so skip asyncpg's extra round trip."""
+
+
+class PostgresStore:
+    """A job store in a PostgreSQL schema. Open it with ``await PostgresStore.open(url)``."""
+
+    def __init__(
+        self, url: str, pool: Pool, *, schema: str | None, retry_for: float, connect_timeout: float
+    ) -> None:
+        self.url = url
+        self.where = describe_target(url)
+        self.retry_for = retry_for
+        self.connect_timeout = connect_timeout
+        self._pool = pool
+        self._channel = _channel(schema)
+        self._closed = False
+        self._changed = asyncio.Event()
+        self._listener: ListenConnection | None = None
+        self._listening: asyncio.Task[None] | None = None
+        self._listen_backoff = 1.0
+        self._next_listen_at = 0.0
+
+    @classmethod
+    async def open(cls, url: str, *, retry_for: float = 30.0, connect_timeout: float = 10.0) -> PostgresStore:
+        """Connect, then create or migrate the schema.
+
+        ``retry_for``: how long methods keep retrying while the server is
+        unreachable. ``connect_timeout``: how long one connection attempt may take.
+        """
+        if _MISSING_DRIVER is not None:
+            raise StoreUnavailable(
+                "PostgreSQL support needs the extra: pip install 'queuectl[postgres]'"
+            ) from _MISSING_DRIVER
+        where = describe_target(url)
+        try:
+            pool: Pool = await asyncpg.create_pool(
+                url,
+                min_size=1,
+                max_size=4,
+                timeout=connect_timeout,
+                reset=_keep_session,
+                server_settings=_server_settings(url),
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as error:
+            raise cannot_connect(where, url, error) from error
+        try:
+            connection = await pool.acquire()
+            try:
+                schema = await migrate(connection, where)
+            finally:
+                await pool.release(connection)
+        except BaseException as error:
+            pool.terminate()
+            if isinstance(error, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+                raise StoreUnavailable(
+                    f"cannot set up PostgreSQL at {where}: {reason(error, url)}"
+                ) from error
+            raise
+        return cls(url, pool, schema=schema, retry_for=retry_for, connect_timeout=connect_timeout)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            if self._listening is not None:
+                self._listening.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._listening
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                try:
+                    await listener.close(timeout=5)
+                except Exception:
+                    listener.terminate()
+            try:
+                await asyncio.wait_for(self._pool.close(), 10)
+            except Exception:
+                self._pool.terminate()
+
+    # --- running statements --------------------------------------------------------------
+
+    async def _run(self, operation: Callable[[Connection, bool], Awaitable[T]]) -> T:
+        """Run ``operation`` on a pooled connection, retrying while the server is unreachable.
+
+        ``operation`` gets a flag that is true when an earlier try may have taken
+        effect (the connection dropped after the statement was sent).
+        """
+        if self._closed:
+            raise StoreUnavailable(f"the store at {self.where} is closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for
+        pause = 0.05
+        maybe_applied = False
+        while True:
+            sent = False
+            try:
+                connection = await self._pool.acquire()
+                try:
+                    sent = True
+                    return await operation(connection, maybe_applied)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await self._pool.release(connection)
+            except QueueError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                if self._closed or not _transient(error):
+                    raise self._error(error) from error
+                maybe_applied = maybe_applied or (sent and not _rolled_back(error))
+                if loop.time() + pause > deadline:
+                    raise StoreUnavailable(
+                        f"lost PostgreSQL at {self.where} and could not reconnect within"
+                        f" {self.retry_for:g}s: {reason(error, self.url)}"
+                    ) from error
+                logger.warning("PostgreSQL at %s: %s; retrying", self.where, reason(error, self.url))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def _error(self, error: BaseException) -> StoreError:
+        text = reason(error, self.url)
+        if isinstance(error, (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)):
+            return StoreCorrupt(f"the store at {self.where} is not a queuectl database or is damaged: {text}")
+        if isinstance(error, asyncpg.InterfaceError) and "closed" in str(error):
+            return StoreUnavailable(f"the store at {self.where} is closed")
+        return StoreError(f"PostgreSQL at {self.where} failed: {text}")
+
+    async def _fetch(self, sql: str, *args: object) -> list[Row]:
+        async def fetch(connection: Connection, _retried: bool) -> list[Row]:
+            return await connection.fetch(sql, *args)
+
+        return await self._run(fetch)
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    async def add_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
+        if not jobs:
+            return []
+        ids = [job.id for job in jobs]
+        if len(set(ids)) < len(ids):
+            repeated = next(job_id for job_id, count in Counter(ids).items() if count > 1)
+            raise DuplicateJob(f"the job id {repeated!r} is given more than once")
+        needs_settings = any(job.timeout is UNSET or job.max_retries is UNSET for job in jobs)
+        settings = await self.settings() if needs_settings else Settings()
+        timeouts = [settings.default_timeout if job.timeout is UNSET else job.timeout for job in jobs]
+        retries = [settings.max_retries if job.max_retries is UNSET else job.max_retries for job in jobs]
+        arguments = (
+            ids,
+            [job.command for job in jobs],
+            [job.queue for job in jobs],
+            [job.priority for job in jobs],
+            timeouts,
+            retries,
+            [job.run_at for job in jobs],
+            [_seconds(job.delay or 0.0) for job in jobs],
+            self._channel,
+        )
+
+        async def insert(connection: Connection, retried: bool) -> list[Row]:
+            try:
+                return await connection.fetch(_INSERT, *arguments)
+            except asyncpg.UniqueViolationError as error:
+                # After a dropped connection the first try may have committed: if every
+                # job is there as we sent it, that was us.
+                if retried and (ours := await self._already_added(connection, jobs, timeouts, retries)):
+                    return ours
+                raise await self._duplicate(connection, ids) from error
+
+        by_id = {row["id"]: _job(row) for row in await self._run(insert)}
+        return [by_id[job_id] for job_id in ids]
+
+    async def _already_added(
+        self, connection: Connection, jobs: Sequence[NewJob], timeouts: list[Any], retries: list[Any]
+    ) -> list[Row]:
+        rows = await connection.fetch(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ANY($1::text[])", [job.id for job in jobs]
+        )
+        found = {row["id"]: row for row in rows}
+        for job, timeout, max_retries in zip(jobs, timeouts, retries, strict=True):
+            row = found.get(job.id)
+            if row is None or (row["command"], row["queue"], row["priority"], row["timeout"]) != (
+                job.command,
+                job.queue,
+                job.priority,
+                timeout,
+            ):
+                return []
+            if row["max_retries"] != max_retries:
+                return []
+        return rows
+
+    @staticmethod
+    async def _duplicate(connection: Connection, ids: list[str]) -> DuplicateJob:
+        rows = await connection.fetch("SELECT id FROM jobs WHERE id = ANY($1::text[])", ids)
+        taken = {row["id"] for row in rows}
+        first = next((job_id for job_id in ids if job_id in taken), None)
+        return DuplicateJob(None if first is None else f"a job with id {first!r} already exists")
+
+    async def get_job(self, job_id: str) -> Job:
+        rows = await self._fetch(f"SELECT {_JOB_COLUMNS}, stdout, stderr FROM jobs WHERE id = $1", job_id)
+        if not rows:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return _job(rows[0], with_output=True)
+
+    async def list_jobs(
+        self, *, state: JobState | None = None, queue: str | None = None, limit: int | None = None
+    ) -> list[Job]:
+        rows = await self._fetch(
+            f"SELECT {_JOB_COLUMNS} FROM jobs"
+            " WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR queue = $2)"
+            " ORDER BY created_at DESC, seq DESC LIMIT $3::bigint",
+            None if state is None else state.value,
+            queue,
+            limit,
+        )
+        return [_job(row) for row in rows]
+
+    async def count_jobs(self) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        for row in await self._fetch("SELECT state, count(*) AS n FROM jobs GROUP BY state"):
+            counts[JobState(row["state"])] = int(row["n"])
+        return counts
+
+    async def next_run_at(self) -> float | None:
+        rows = await self._fetch(
+            "SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds FROM jobs"
+            " WHERE state IN ('pending', 'failed')"
+        )
+        seconds = rows[0]["seconds"]
+        return None if seconds is None else float(seconds)
+
+    # --- claims --------------------------------------------------------------------------
+
+    async def claim(
+        self, *, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+    ) -> list[Claim]:
+        if limit <= 0:
+            return []
+        if queues is None:
+            rows = await self._fetch(_CLAIM_ANY_QUEUE, worker_id, _seconds(lease), limit)
+        else:
+            rows = await self._fetch(_CLAIM_QUEUES, worker_id, _seconds(lease), limit, list(queues))
+        # RETURNING gives no order; hand out the best job first.
+        return [Claim(job=_job(row), token=row["claim_token"]) for row in sorted(rows, key=_best_first)]
+
+    async def renew(self, *, worker_id: str, tokens: Sequence[str], lease: float) -> set[str]:
+        if not tokens:
+            return set()
+        rows = await self._fetch(
+            "UPDATE jobs SET lease_expires_at = now() + $3::float8 * interval '1 second'"
+            " WHERE worker_id = $1 AND claim_token = ANY($2::text[]) AND state = 'processing'"
+            " RETURNING claim_token",
+            worker_id,
+            list(tokens),
+            _seconds(lease),
+        )
+        return {row["claim_token"] for row in rows}
+
+    async def finish(self, claim: Claim, outcome: Outcome) -> bool:
+        arguments = (
+            claim.job.id,
+            claim.token,
+            outcome.state.value,
+            outcome.exit_code,
+            outcome.error,
+            outcome.started_at,
+            outcome.finished_at,
+            outcome.stdout,
+            outcome.stderr,
+            _seconds(outcome.retry_in),
+            self._channel,
+        )
+
+        async def write(connection: Connection, retried: bool) -> bool:
+            if await connection.fetch(_FINISH, *arguments):
+                return True
+            # After a dropped connection the first try may have committed: it did if
+            # the job now shows exactly this outcome and nobody holds it.
+            return retried and bool(
+                await connection.fetch(
+                    "SELECT 1 FROM jobs WHERE id = $1 AND state = $2 AND finished_at = $3"
+                    " AND claim_token IS NULL",
+                    claim.job.id,
+                    outcome.state.value,
+                    outcome.finished_at,
+                )
+            )
+
+        return await self._run(write)
+
+    async def release(self, claim: Claim) -> bool:
+        return bool(await self._fetch(_RELEASE, claim.job.id, claim.token, self._channel))
+
+    async def lapsed_claims(self) -> list[Claim]:
+        rows = await self._fetch(
+            f"SELECT {_CLAIM_COLUMNS} FROM jobs WHERE state = 'processing' AND lease_expires_at < now()"
+            " ORDER BY lease_expires_at, seq"
+        )
+        return [Claim(job=_job(row), token=row["claim_token"]) for row in rows]
+
+    async def has_unfinished(self, queues: Sequence[str] | None) -> bool:
+        rows = await self._fetch(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('pending', 'failed', 'processing')"
+            " AND ($1::text[] IS NULL OR queue = ANY($1::text[]))) AS found",
+            None if queues is None else list(queues),
+        )
+        return bool(rows[0]["found"])
+
+    # --- dead-letter queue ---------------------------------------------------------------
+
+    async def retry_dead(self, job_ids: Sequence[str]) -> list[Job]:
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return []
+
+        async def revive(connection: Connection, _retried: bool) -> list[Row]:
+            async with connection.transaction():
+                found = await connection.fetch(
+                    "SELECT id, state FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", ids
+                )
+                states = {row["id"]: row["state"] for row in found}
+                for job_id in ids:
+                    if job_id not in states:
+                        raise JobNotFound(f"no job with id {job_id!r}")
+                    if states[job_id] != JobState.DEAD.value:
+                        raise JobStateConflict(f"job {job_id!r} is not dead (it is {states[job_id]})")
+                return await connection.fetch(_REVIVE_SOME, self._channel, ids)
+
+        by_id = {row["id"]: _job(row) for row in await self._run(revive)}
+        return [by_id[job_id] for job_id in ids]
+
+    async def retry_all_dead(self) -> list[Job]:
+        rows = await self._fetch(_REVIVE_ALL, self._channel)
+        rows.sort(key=lambda row: (row["created_at"], row["seq"]), reverse=True)
+        return [_job(row) for row in rows]
+
+    # --- settings ------------------------------------------------------------------------
+
+    async def settings(self) -> Settings:
+        rows = await self._fetch("SELECT key, value FROM settings")
+        return Settings.from_stored({row["key"]: row["value"] for row in rows})
+
+    async def set_setting(self, key: str, value: SettingValue) -> None:
+        await self._fetch(
+            "INSERT INTO settings (key, value) VALUES ($1, $2)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            key,
+            format_setting(value),
+        )
+
+    # --- workers -------------------------------------------------------------------------
+
+    async def register_worker(self, *, worker_id: str, host: str, pid: int) -> None:
+        await self._fetch(
+            "INSERT INTO workers (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, now(), now())"
+            " ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
+            " heartbeat_at = now(), stop_requested = false",
+            worker_id,
+            host.replace("\x00", ""),
+            pid,
+        )
+
+    async def heartbeat(self, *, worker_id: str, running: int) -> bool:
+        rows = await self._fetch(
+            "UPDATE workers SET heartbeat_at = now(), running = $2 WHERE id = $1 RETURNING stop_requested",
+            worker_id,
+            running,
+        )
+        return bool(rows and rows[0]["stop_requested"])
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._fetch("DELETE FROM workers WHERE id = $1", worker_id)
+
+    async def list_workers(self, *, stale_after: float) -> list[WorkerInfo]:
+        rows = await self._fetch(
+            "SELECT id, host, pid, started_at, heartbeat_at, running FROM workers"
+            " WHERE heartbeat_at > now() - $1::float8 * interval '1 second' ORDER BY started_at, id",
+            _seconds(stale_after),
+        )
+        return [
+            WorkerInfo(
+                id=row["id"],
+                host=row["host"],
+                pid=row["pid"],
+                started_at=row["started_at"],
+                heartbeat_at=row["heartbeat_at"],
+                running=row["running"],
+            )
+            for row in rows
+        ]
+
+    async def request_stop(self, *, stale_after: float) -> int:
+        rows = await self._fetch(
+            "UPDATE workers SET stop_requested = true"
+            " WHERE heartbeat_at > now() - $1::float8 * interval '1 second' RETURNING id",
+            _seconds(stale_after),
+        )
+        return len(rows)
+
+    # --- wake-ups ------------------------------------------------------------------------
+
+    async def wait_for_change(self, timeout: float) -> None:  # noqa: ASYNC109 - the Store protocol
+        """Wait for a NOTIFY from any process (or ``timeout``).
+
+        The first call opens a dedicated LISTEN connection in the background. While
+        it is down, this is a plain sleep (the caller polls), and reconnecting is
+        retried with a backoff. A (re)connect counts as a change: notifications may
+        have been missed meanwhile.
+        """
+        self._keep_listening()
+        changed = self._changed
+        if not changed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), max(timeout, 0.0))
+        if changed.is_set() and self._changed is changed:
+            self._changed = asyncio.Event()  # consumed: the next wait waits for a new change
+
+    def _keep_listening(self) -> None:
+        listener = self._listener
+        if listener is not None and not listener.is_closed():
+            return
+        self._listener = None
+        if self._closed or (self._listening is not None and not self._listening.done()):
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_listen_at:
+            return
+        self._listening = loop.create_task(self._listen(), name="queuectl-postgres-listen")
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        listener: ListenConnection | None = None
+        try:
+            listener = await asyncpg.connect(
+                self.url, timeout=self.connect_timeout, server_settings=_server_settings(self.url)
+            )
+            assert listener is not None
+            await listener.add_listener(self._channel, self._on_notify)
+            listener.add_termination_listener(self._on_listener_lost)
+        except Exception as error:  # a background task: log, fall back to polling, retry later
+            if listener is not None:
+                listener.terminate()
+            self._next_listen_at = loop.time() + self._listen_backoff
+            self._listen_backoff = min(self._listen_backoff * 2, 30.0)
+            logger.info(
+                "cannot LISTEN on PostgreSQL at %s (%s); polling instead", self.where, reason(error, self.url)
+            )
+            return
+        if self._closed:
+            listener.terminate()
+            return
+        self._listener = listener
+        self._listen_backoff = 1.0
+        self._changed.set()
+
+    def _on_notify(self, *_args: object) -> None:
+        self._changed.set()
+
+    def _on_listener_lost(self, *_args: object) -> None:
+        self._listener = None
+        if not self._closed:
+            logger.info(
+                "lost the LISTEN connection to PostgreSQL at %s; polling until it is back", self.where
+            )

@@ -1,0 +1,214 @@
+"""The PostgreSQL store's schema, its migrations, and how its targets and failures are named.
+
+Tables live in the connection's current schema (the first existing one on
+``search_path``), never a hard-coded ``public``, so one database can hold
+several independent queues. Needs PostgreSQL 13 or newer (``gen_random_uuid``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from queuectl.errors import StoreCorrupt, StoreError, StoreUnavailable
+
+# --- the little of asyncpg we use, typed (asyncpg has no stubs) ---------------------------
+
+
+class Row(Protocol):
+    def __getitem__(self, key: str | int, /) -> Any: ...
+
+
+class Connection(Protocol):
+    async def execute(self, query: str, *args: object) -> str: ...
+
+    async def fetch(self, query: str, *args: object) -> list[Row]: ...
+
+    async def fetchrow(self, query: str, *args: object) -> Row | None: ...
+
+    async def fetchval(self, query: str, *args: object) -> Any: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
+
+    def is_closed(self) -> bool: ...
+
+    async def close(self, *, timeout: float | None = None) -> None: ...  # noqa: ASYNC109 - asyncpg's
+
+    def terminate(self) -> None: ...
+
+
+class ListenConnection(Connection, Protocol):
+    async def add_listener(self, channel: str, callback: Callable[..., None]) -> None: ...
+
+    def add_termination_listener(self, callback: Callable[..., None]) -> None: ...
+
+
+class Pool(Protocol):
+    def acquire(self, *, timeout: float | None = None) -> Awaitable[Connection]: ...
+
+    async def release(self, connection: Connection) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def terminate(self) -> None: ...
+
+
+# --- the schema ---------------------------------------------------------------------------
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE jobs (
+        id text PRIMARY KEY,
+        seq bigserial NOT NULL,
+        command text NOT NULL,
+        queue text NOT NULL,
+        priority integer NOT NULL,
+        timeout double precision,
+        max_retries integer NOT NULL,
+        run_at timestamptz NOT NULL,
+        state text NOT NULL
+            CHECK (state IN ('pending', 'processing', 'completed', 'failed', 'dead')),
+        attempts integer NOT NULL DEFAULT 0,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        started_at timestamptz,
+        finished_at timestamptz,
+        exit_code integer,
+        last_error text,
+        stdout bytea NOT NULL DEFAULT '',
+        stderr bytea NOT NULL DEFAULT '',
+        worker_id text,
+        claim_token text,
+        lease_expires_at timestamptz
+    );
+    -- The claim walks this in order and stops after LIMIT rows, skipping locked ones.
+    CREATE INDEX jobs_due ON jobs (priority DESC, run_at, created_at, seq)
+        WHERE state IN ('pending', 'failed');
+    CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE state = 'processing';
+    CREATE INDEX jobs_newest ON jobs (created_at DESC, seq DESC);
+    CREATE INDEX jobs_state_newest ON jobs (state, created_at DESC, seq DESC);
+    CREATE TABLE workers (
+        id text PRIMARY KEY,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        started_at timestamptz NOT NULL,
+        heartbeat_at timestamptz NOT NULL,
+        running integer NOT NULL DEFAULT 0,
+        stop_requested boolean NOT NULL DEFAULT false
+    );
+    CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL);
+    """,
+)
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+#: First key of the advisory lock that serialises migrations ("qctl"); the second is the schema.
+_MIGRATION_LOCK = 0x7163746C
+
+
+async def migrate(connection: Connection, where: str) -> str | None:
+    """Create or migrate the tables; return the current schema's name.
+
+    Safe when many processes open a fresh schema at once: the migration runs
+    under a transaction-scoped advisory lock, and each process re-reads the
+    version once it holds the lock.
+    """
+    version = await _fast_version(connection)
+    if version == SCHEMA_VERSION:
+        schema: str | None = await connection.fetchval("SELECT current_schema()")
+        return schema
+    async with connection.transaction():
+        schema = await connection.fetchval("SELECT current_schema()")
+        if schema is None:
+            raise StoreUnavailable(
+                f"cannot use PostgreSQL at {where}: no schema on the search_path exists to create tables in"
+            )
+        await connection.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _MIGRATION_LOCK, schema)
+        await connection.execute("CREATE TABLE IF NOT EXISTS queuectl_schema (version integer NOT NULL)")
+        version = await connection.fetchval("SELECT coalesce(max(version), 0) FROM queuectl_schema")
+        if version > SCHEMA_VERSION:
+            raise StoreCorrupt(
+                f"the store at {where} has schema version {version};"
+                f" this queuectl knows up to {SCHEMA_VERSION}: upgrade queuectl"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            await _apply(connection, number, where, schema)
+        await connection.execute("DELETE FROM queuectl_schema")
+        await connection.execute("INSERT INTO queuectl_schema (version) VALUES ($1)", SCHEMA_VERSION)
+    return schema
+
+
+async def _fast_version(connection: Connection) -> int:
+    """The schema version without taking the lock; 0 when there is no schema yet."""
+    import asyncpg
+
+    try:
+        version = await connection.fetchval("SELECT max(version) FROM queuectl_schema")
+    except asyncpg.UndefinedTableError:
+        return 0
+    return int(version or 0)
+
+
+async def _apply(connection: Connection, number: int, where: str, schema: str) -> None:
+    import asyncpg
+
+    try:
+        await connection.execute(_MIGRATIONS[number])
+    except asyncpg.DuplicateTableError as error:
+        raise StoreCorrupt(
+            f"the schema {schema!r} at {where} holds tables of another program ({error});"
+            " it was left untouched: use another database or search_path"
+        ) from error
+
+
+# --- naming targets and failures ----------------------------------------------------------
+
+
+def describe_target(url: str) -> str:
+    """``host:port/database`` of a URL, for messages; never the password."""
+    try:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+    except ValueError:
+        return "(unparsable URL)"
+
+    def option(key: str, env: str, default: str) -> str:
+        return query.get(key, [""])[0] or os.environ.get(env, "") or default
+
+    hosts = parts.netloc.rpartition("@")[2] or option("host", "PGHOST", "localhost")
+    if "," not in hosts and ":" not in hosts.rpartition("]")[2]:
+        hosts = f"{hosts}:{option('port', 'PGPORT', '5432')}"
+    user = unquote(parts.netloc.rpartition("@")[0].partition(":")[0])
+    database = unquote(parts.path.lstrip("/")) or option("dbname", "PGDATABASE", user or "postgres")
+    return f"{hosts}/{database}"
+
+
+def redact(text: str, url: str) -> str:
+    """``text`` on one line, with the URL's password (if any) masked."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        text = text.replace(password, "***").replace(unquote(password), "***")
+    return " ".join(text.split())
+
+
+def reason(error: BaseException, url: str) -> str:
+    """A short, one-line account of a driver or network error."""
+    if isinstance(error, socket.gaierror):
+        return "unknown host"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused (is the server running and listening there?)"
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    return redact(str(error) or type(error).__name__, url)
+
+
+def cannot_connect(where: str, url: str, error: BaseException) -> StoreError:
+    return StoreUnavailable(f"cannot connect to PostgreSQL at {where}: {reason(error, url)}")

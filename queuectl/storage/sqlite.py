@@ -1,0 +1,483 @@
+"""The default store: one SQLite file, shared safely by many processes (WAL, atomic claims).
+
+Python owns the clock here: every time is ``self.clock()`` (epoch seconds),
+passed into the SQL, so tests can move time without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+
+from queuectl.config import SettingValue, Settings, format_setting
+from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict
+from queuectl.models import UNSET, Claim, Job, JobState, NewJob, Outcome, WorkerInfo
+from queuectl.storage import sqlite_schema
+from queuectl.storage.sqlite_schema import translate_errors
+
+Clock = Callable[[], float]
+
+_SUMMARY_COLUMNS = (
+    "id, command, queue, priority, timeout, max_retries, run_at, state, attempts,"
+    " created_at, updated_at, started_at, finished_at, exit_code, last_error"
+)
+_FULL_COLUMNS = _SUMMARY_COLUMNS + ", stdout, stderr"
+_CLAIM_COLUMNS = _SUMMARY_COLUMNS + ", claim_token"
+
+_INSERT = (
+    "INSERT INTO jobs (id, command, queue, priority, timeout, max_retries, run_at, state,"
+    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
+)
+
+#: How often an idle worker looks for commits by other processes (PRAGMA data_version).
+CHANGE_POLL_SECONDS = 0.005
+
+
+def _moment(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """A ``Job`` from a row of ``_SUMMARY_COLUMNS`` (plus stdout, stderr when present)."""
+    return Job(
+        id=row[0],
+        command=row[1],
+        queue=row[2],
+        priority=row[3],
+        timeout=row[4],
+        max_retries=row[5],
+        run_at=datetime.fromtimestamp(row[6], timezone.utc),
+        state=JobState(row[7]),
+        attempts=row[8],
+        created_at=datetime.fromtimestamp(row[9], timezone.utc),
+        updated_at=datetime.fromtimestamp(row[10], timezone.utc),
+        started_at=_moment(row[11]),
+        finished_at=_moment(row[12]),
+        exit_code=row[13],
+        last_error=row[14],
+        stdout=bytes(row[15] or b"") if len(row) > 16 else b"",
+        stderr=bytes(row[16] or b"") if len(row) > 16 else b"",
+    )
+
+
+def _claim_from_row(row: Sequence[Any]) -> Claim:
+    return Claim(job=job_from_row(row[:15]), token=row[15])
+
+
+def insert_rows(jobs: Iterable[NewJob], settings: Settings | None, now: float) -> list[tuple[Any, ...]]:
+    """Parameters for ``_INSERT``; ``settings`` fill the fields left ``UNSET``."""
+    rows = []
+    for job in jobs:
+        timeout = job.timeout
+        max_retries = job.max_retries
+        if timeout is UNSET or max_retries is UNSET:
+            assert settings is not None
+            timeout = settings.default_timeout if timeout is UNSET else timeout
+            max_retries = settings.max_retries if max_retries is UNSET else max_retries
+        run_at = _epoch(job.run_at) if job.run_at is not None else now + (job.delay or 0.0)
+        rows.append(
+            (job.id, job.command, job.queue, job.priority, timeout, max_retries, run_at, now, now)
+        )
+    return rows
+
+
+def needs_settings(jobs: Iterable[NewJob]) -> bool:
+    return any(job.timeout is UNSET or job.max_retries is UNSET for job in jobs)
+
+
+class SqliteStore:
+    """A job store in one SQLite file. Open it with ``await SqliteStore.open(path)``."""
+
+    def __init__(self, path: Path, db: aiosqlite.Connection, *, clock: Clock) -> None:
+        self.path = path
+        self.clock = clock
+        self._db = db
+        self._durable: aiosqlite.Connection | None = None
+        self._watch: sqlite3.Connection | None = None
+        self._watched_version: int | None = None
+        self._changed = asyncio.Event()
+        self._claim_sql: dict[int, str] = {}
+
+    @classmethod
+    async def open(cls, path: Path, *, clock: Clock = time.time) -> SqliteStore:
+        """Check, create or migrate the file, then connect. Never modifies a foreign file."""
+        await anyio.to_thread.run_sync(sqlite_schema.prepare, path)
+        db = await cls._connect(path, durable=False)
+        return cls(path, db, clock=clock)
+
+    @staticmethod
+    async def _connect(path: Path, *, durable: bool) -> aiosqlite.Connection:
+        with translate_errors(path):
+            db = await aiosqlite.connect(
+                path,
+                timeout=sqlite_schema.BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                await db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            except BaseException:
+                await db.close()
+                raise
+        return db
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            for connection in (self._db, self._durable):
+                if connection is not None:
+                    await connection.close()
+            self._durable = None
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+
+    async def _durable_db(self) -> aiosqlite.Connection:
+        """The connection that fsyncs each commit: used for what users hand us."""
+        if self._durable is None:
+            self._durable = await self._connect(self.path, durable=True)
+        return self._durable
+
+    async def _fetch(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        with translate_errors(self.path):
+            return list(await self._db.execute_fetchall(sql, parameters))
+
+    def _wake_local_waiters(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    async def add_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
+        if not jobs:
+            return []
+        settings = await self.settings() if needs_settings(jobs) else None
+        rows = insert_rows(jobs, settings, self.clock())
+        db = await self._durable_db()
+        with translate_errors(self.path):
+            try:
+                if len(rows) == 1:
+                    await db.execute_fetchall(_INSERT, rows[0])
+                else:
+                    await db.execute("BEGIN IMMEDIATE")
+                    try:
+                        await db.executemany(_INSERT, rows)
+                        await db.execute("COMMIT")
+                    except BaseException:
+                        with anyio.CancelScope(shield=True):
+                            await db.execute("ROLLBACK")
+                        raise
+            except sqlite3.IntegrityError as error:
+                raise await self._duplicate_error(jobs) from error
+        self._wake_local_waiters()
+        return [_stored(row) for row in rows]
+
+    async def _duplicate_error(self, jobs: Sequence[NewJob]) -> DuplicateJob:
+        ids = [job.id for job in jobs]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            found = await self._fetch(f"SELECT id FROM jobs WHERE id IN ({marks}) LIMIT 1", chunk)
+            if found:
+                return DuplicateJob(f"a job with id {found[0][0]!r} already exists")
+        return DuplicateJob()
+
+    async def get_job(self, job_id: str) -> Job:
+        rows = await self._fetch(f"SELECT {_FULL_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return job_from_row(rows[0])
+
+    async def list_jobs(
+        self, *, state: JobState | None = None, queue: str | None = None, limit: int | None = None
+    ) -> list[Job]:
+        where, parameters = [], []
+        if state is not None:
+            where.append("state = ?")
+            parameters.append(state.value)
+        if queue is not None:
+            where.append("queue = ?")
+            parameters.append(queue)
+        sql = f"SELECT {_SUMMARY_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, seq DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [job_from_row(row) for row in await self._fetch(sql, parameters)]
+
+    async def count_jobs(self) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        for state, count in await self._fetch("SELECT state, count(*) FROM jobs GROUP BY state"):
+            counts[JobState(state)] = count
+        return counts
+
+    async def next_run_at(self) -> float | None:
+        rows = await self._fetch("SELECT min(run_at) FROM jobs WHERE state IN ('pending', 'failed')")
+        earliest = rows[0][0]
+        return None if earliest is None else earliest - self.clock()
+
+    # --- claims ----------------------------------------------------------------------------
+
+    def _claim_statement(self, queue_count: int) -> str:
+        sql = self._claim_sql.get(queue_count)
+        if sql is None:
+            queue_filter = f" AND queue IN ({', '.join('?' * queue_count)})" if queue_count else ""
+            sql = (
+                "UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = ?,"
+                " claim_token = lower(hex(randomblob(8))), lease_expires_at = ?, started_at = ?,"
+                " updated_at = ?"
+                " WHERE seq IN (SELECT seq FROM jobs WHERE state IN ('pending', 'failed')"
+                f" AND run_at <= ?{queue_filter}"
+                " ORDER BY priority DESC, run_at, created_at, seq LIMIT ?)"
+                f" RETURNING {_CLAIM_COLUMNS}"
+            )
+            self._claim_sql[queue_count] = sql
+        return sql
+
+    async def claim(
+        self, *, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+    ) -> list[Claim]:
+        now = self.clock()
+        queue_list = list(queues or ())
+        rows = await self._fetch(
+            self._claim_statement(len(queue_list)),
+            (worker_id, now + lease, now, now, now, *queue_list, limit),
+        )
+        claims = [_claim_from_row(row) for row in rows]
+        # RETURNING gives no order; hand out the best job first.
+        claims.sort(key=lambda c: (-c.job.priority, c.job.run_at, c.job.created_at))
+        return claims
+
+    async def renew(self, *, worker_id: str, tokens: Sequence[str], lease: float) -> set[str]:
+        if not tokens:
+            return set()
+        marks = ", ".join("?" * len(tokens))
+        rows = await self._fetch(
+            f"UPDATE jobs SET lease_expires_at = ? WHERE worker_id = ? AND state = 'processing'"
+            f" AND claim_token IN ({marks}) RETURNING claim_token",
+            (self.clock() + lease, worker_id, *tokens),
+        )
+        return {row[0] for row in rows}
+
+    async def finish(self, claim: Claim, outcome: Outcome) -> bool:
+        now = self.clock()
+        run_at_sql = "run_at = ?," if outcome.state is JobState.FAILED else ""
+        run_at_args: tuple[float, ...] = (now + outcome.retry_in,) if outcome.state is JobState.FAILED else ()
+        rows = await self._fetch(
+            f"UPDATE jobs SET state = ?, {run_at_sql} exit_code = ?, last_error = ?,"
+            " started_at = coalesce(?, started_at), finished_at = ?, stdout = ?, stderr = ?,"
+            " worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = ?"
+            " WHERE id = ? AND claim_token = ? AND state = 'processing' RETURNING 1",
+            (
+                outcome.state.value,
+                *run_at_args,
+                outcome.exit_code,
+                outcome.error,
+                _epoch(outcome.started_at),
+                _epoch(outcome.finished_at),
+                outcome.stdout,
+                outcome.stderr,
+                now,
+                claim.job.id,
+                claim.token,
+            ),
+        )
+        return bool(rows)
+
+    async def release(self, claim: Claim) -> bool:
+        rows = await self._fetch(
+            "UPDATE jobs SET state = 'pending', attempts = max(attempts - 1, 0), worker_id = NULL,"
+            " claim_token = NULL, lease_expires_at = NULL, updated_at = ?"
+            " WHERE id = ? AND claim_token = ? AND state = 'processing' RETURNING 1",
+            (self.clock(), claim.job.id, claim.token),
+        )
+        if rows:
+            self._wake_local_waiters()
+        return bool(rows)
+
+    async def lapsed_claims(self) -> list[Claim]:
+        rows = await self._fetch(
+            f"SELECT {_CLAIM_COLUMNS} FROM jobs WHERE state = 'processing' AND lease_expires_at < ?",
+            (self.clock(),),
+        )
+        return [_claim_from_row(row) for row in rows]
+
+    async def has_unfinished(self, queues: Sequence[str] | None) -> bool:
+        queue_list = list(queues or ())
+        queue_filter = f" AND queue IN ({', '.join('?' * len(queue_list))})" if queue_list else ""
+        rows = await self._fetch(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('pending', 'failed', 'processing')"
+            f"{queue_filter})",
+            queue_list,
+        )
+        return bool(rows[0][0])
+
+    # --- dead-letter queue -----------------------------------------------------------------
+
+    async def retry_dead(self, job_ids: Sequence[str]) -> list[Job]:
+        db = await self._durable_db()
+        with translate_errors(self.path):
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for job_id in dict.fromkeys(job_ids):
+                    found = list(await db.execute_fetchall("SELECT state FROM jobs WHERE id = ?", (job_id,)))
+                    if not found:
+                        raise JobNotFound(f"no job with id {job_id!r}")
+                    if found[0][0] != JobState.DEAD.value:
+                        raise JobStateConflict(f"job {job_id!r} is not dead (it is {found[0][0]})")
+                rows = await self._revive(db, list(dict.fromkeys(job_ids)))
+                await db.execute("COMMIT")
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await db.execute("ROLLBACK")
+                raise
+        self._wake_local_waiters()
+        return rows
+
+    async def retry_all_dead(self) -> list[Job]:
+        db = await self._durable_db()
+        with translate_errors(self.path):
+            rows = [
+                job_from_row(row)
+                for row in await db.execute_fetchall(
+                    f"UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?"
+                    f" WHERE state = 'dead' RETURNING {_SUMMARY_COLUMNS}",
+                    (self.clock(), self.clock()),
+                )
+            ]
+        self._wake_local_waiters()
+        return sorted(rows, key=lambda job: job.created_at, reverse=True)
+
+    async def _revive(self, db: aiosqlite.Connection, job_ids: list[str]) -> list[Job]:
+        now = self.clock()
+        revived: list[Job] = []
+        for job_id in job_ids:
+            rows = await db.execute_fetchall(
+                f"UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?"
+                f" WHERE id = ? RETURNING {_SUMMARY_COLUMNS}",
+                (now, now, job_id),
+            )
+            revived.extend(job_from_row(row) for row in rows)
+        return revived
+
+    # --- settings --------------------------------------------------------------------------
+
+    async def settings(self) -> Settings:
+        rows = await self._fetch("SELECT key, value FROM settings")
+        return Settings.from_stored({key: value for key, value in rows})
+
+    async def set_setting(self, key: str, value: SettingValue) -> None:
+        db = await self._durable_db()
+        with translate_errors(self.path):
+            await db.execute_fetchall(
+                "INSERT INTO settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, format_setting(value)),
+            )
+
+    # --- workers ---------------------------------------------------------------------------
+
+    async def register_worker(self, *, worker_id: str, host: str, pid: int) -> None:
+        now = self.clock()
+        await self._fetch(
+            "INSERT INTO workers (id, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
+            (worker_id, host, pid, now, now),
+        )
+
+    async def heartbeat(self, *, worker_id: str, running: int) -> bool:
+        rows = await self._fetch(
+            "UPDATE workers SET heartbeat_at = ?, running = ? WHERE id = ? RETURNING stop_requested",
+            (self.clock(), running, worker_id),
+        )
+        return bool(rows and rows[0][0])
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self._fetch("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+    async def list_workers(self, *, stale_after: float) -> list[WorkerInfo]:
+        rows = await self._fetch(
+            "SELECT id, host, pid, started_at, heartbeat_at, running FROM workers"
+            " WHERE heartbeat_at > ? ORDER BY started_at, id",
+            (self.clock() - stale_after,),
+        )
+        return [
+            WorkerInfo(
+                id=row[0],
+                host=row[1],
+                pid=row[2],
+                started_at=datetime.fromtimestamp(row[3], timezone.utc),
+                heartbeat_at=datetime.fromtimestamp(row[4], timezone.utc),
+                running=row[5],
+            )
+            for row in rows
+        ]
+
+    async def request_stop(self, *, stale_after: float) -> int:
+        db = await self._durable_db()
+        with translate_errors(self.path):
+            rows = await db.execute_fetchall(
+                "UPDATE workers SET stop_requested = 1 WHERE heartbeat_at > ? RETURNING id",
+                (self.clock() - stale_after,),
+            )
+        return len(list(rows))
+
+    # --- wake-ups --------------------------------------------------------------------------
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Poll ``PRAGMA data_version`` (cheap: no I/O) on a connection of our own.
+
+        It changes whenever another connection commits; ``add_jobs`` in this
+        process wakes waiters directly.
+        """
+        deadline = time.monotonic() + timeout
+        changed = self._changed
+        while not changed.is_set():
+            if self._data_version_changed():
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), min(CHANGE_POLL_SECONDS, remaining))
+            except TimeoutError:
+                pass
+
+    def _data_version_changed(self) -> bool:
+        with translate_errors(self.path):
+            if self._watch is None:
+                self._watch = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            (version,) = self._watch.execute("PRAGMA data_version").fetchone()
+        changed = self._watched_version is not None and version != self._watched_version
+        self._watched_version = version
+        return changed
+
+
+def _stored(row: tuple[Any, ...]) -> Job:
+    """The job as just inserted, without reading it back."""
+    job_id, command, queue, priority, timeout, max_retries, run_at, now, _ = row
+    created = datetime.fromtimestamp(now, timezone.utc)
+    return Job(
+        id=job_id,
+        command=command,
+        queue=queue,
+        priority=priority,
+        timeout=timeout,
+        max_retries=max_retries,
+        run_at=datetime.fromtimestamp(run_at, timezone.utc),
+        state=JobState.PENDING,
+        attempts=0,
+        created_at=created,
+        updated_at=created,
+    )

@@ -1,0 +1,73 @@
+"""Shared fixtures: one ``store_target`` for every backend, real files and a real server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from queuectl.storage import Store, open_store
+
+POSTGRES_URL_ENV = "QUEUECTL_TEST_POSTGRES_URL"
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def postgres_url() -> str:
+    """The test server's URL, or a skip that says how to get the tests to run."""
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_URL_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    return url
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` whose connections use ``schema`` (asyncpg passes unknown query keys as settings)."""
+    parts = urlsplit(url)
+    query = f"{parts.query}&search_path={schema}" if parts.query else f"search_path={schema}"
+    return urlunsplit(parts._replace(query=query))
+
+
+@pytest.fixture
+async def postgres_target() -> AsyncIterator[str]:
+    """A PostgreSQL target in a schema of its own, dropped afterwards."""
+    import asyncpg
+
+    url = postgres_url()
+    schema = f"qt_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        yield with_search_path(url, schema)
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
+
+
+@pytest.fixture
+def sqlite_target(tmp_path: Path) -> str:
+    return str(tmp_path / "queue.db")
+
+
+@pytest.fixture(params=BACKENDS)
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store target of each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "queue.db")
+    # Sync on purpose: an async fixture cannot set up another async fixture from inside
+    # the running event loop ("Runner.run() cannot be called from a running event loop").
+    target_fixture: str = request.getfixturevalue("postgres_target")
+    return target_fixture
+
+
+@pytest.fixture
+async def store(store_target: str) -> AsyncIterator[Store]:
+    opened = await open_store(store_target)
+    try:
+        yield opened
+    finally:
+        await opened.close()
