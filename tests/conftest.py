@@ -21,7 +21,9 @@ def postgres_url() -> str:
     """The test server's URL, or a skip that says how to get the tests to run."""
     url = os.environ.get(POSTGRES_URL_ENV)
     if not url:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_URL_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            f"PostgreSQL tests need {POSTGRES_URL_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+        )
     return url
 
 

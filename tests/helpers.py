@@ -53,14 +53,19 @@ def run_queuectl(target: str, *args: str, input: str | None = None, timeout: flo
 
 
 def start_worker(target: str, *args: str, stderr: Path | None = None) -> subprocess.Popen[str]:
-    """Start ``queuectl worker start ARGS`` in the background."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "queuectl", "worker", "start", *args],
-        env=queuectl_env(target),
-        stdout=subprocess.DEVNULL,
-        stderr=stderr.open("w") if stderr else subprocess.DEVNULL,
-        text=True,
-    )
+    """Start ``queuectl worker start ARGS`` in the background (its stderr to ``stderr``)."""
+    log = stderr.open("w") if stderr else None
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "queuectl", "worker", "start", *args],
+            env=queuectl_env(target),
+            stdout=subprocess.DEVNULL,
+            stderr=log or subprocess.DEVNULL,
+            text=True,
+        )
+    finally:
+        if log is not None:
+            log.close()  # the child has its own copy
 
 
 def lines(path: Path) -> list[str]:

@@ -62,7 +62,7 @@ def live_processes_with(token: str) -> list[int]:
 
 def unique_sleep() -> str:
     """A ``sleep`` argument no other process has, to find the job's processes by command line."""
-    return f"1000.{os.getpid()}{next(_tokens):04d}"
+    return f"1000.{os.getpid()}{next(_tokens):04d}s"  # the "s" ends it: no token is a prefix of another
 
 
 def pid_in(path: Path) -> int | None:

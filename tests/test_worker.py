@@ -149,6 +149,10 @@ async def test_settings_changes_reach_a_running_pool(queue: Queue) -> None:
     assert dead.state is JobState.DEAD and dead.attempts == 1
 
 
+async def _exists(path: Path) -> bool:
+    return path.exists()
+
+
 async def _settings_seen(pool: WorkerPool) -> bool:
     return pool.settings.max_retries == 0
 
@@ -169,7 +173,7 @@ async def test_stop_puts_a_running_job_back_uncounted(queue: Queue, tmp_path: Pa
     job = await queue.enqueue(command=f"touch {marker}; sleep 300")
     pool = queue.pool(grace=0.2)
     await pool.start()
-    wait_until(marker.exists, what="the job to start")
+    await wait_for(lambda: _exists(marker), what="the job to start")
     await pool.stop()
     back = await queue.get(job.id)
     assert back.state is JobState.PENDING and back.attempts == 0
@@ -181,7 +185,7 @@ async def test_stop_lets_a_short_job_finish_within_the_grace(queue: Queue, tmp_p
     job = await queue.enqueue(command=f"touch {marker}; sleep 0.5; echo finished")
     pool = queue.pool(grace=60)
     await pool.start()
-    wait_until(marker.exists, what="the job to start")
+    await wait_for(lambda: _exists(marker), what="the job to start")
     await pool.stop()
     done = await queue.get(job.id)
     assert done.state is JobState.COMPLETED and done.stdout == b"finished\n"

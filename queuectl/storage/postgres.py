@@ -32,16 +32,8 @@ from queuectl.errors import (
     StoreUnavailable,
 )
 from queuectl.models import UNSET, Claim, Job, JobState, NewJob, Outcome, WorkerInfo
-from queuectl.storage.postgres_schema import (
-    Connection,
-    ListenConnection,
-    Pool,
-    Row,
-    cannot_connect,
-    describe_target,
-    migrate,
-    reason,
-)
+from queuectl.storage import postgres_schema as sql
+from queuectl.storage.postgres_schema import Connection, ListenConnection, Pool, Row, job_from_row, reason
 
 try:
     import asyncpg
@@ -53,142 +45,6 @@ else:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Longest span of seconds passed to the server (a lease, a delay, a backoff): 200 years.
-_MAX_SECONDS = 200 * 365.25 * 86400
-
-_JOB_COLUMNS = (
-    "id, command, queue, priority, timeout, max_retries, run_at, state, attempts,"
-    " created_at, updated_at, started_at, finished_at, exit_code, last_error"
-)
-_CLAIM_COLUMNS = _JOB_COLUMNS + ", seq, claim_token"
-
-_INSERT = f"""
-WITH added AS (
-    INSERT INTO jobs (id, command, queue, priority, timeout, max_retries, run_at, state,
-                      attempts, created_at, updated_at)
-    SELECT t.id, t.command, t.queue, t.priority, t.timeout, t.max_retries,
-           coalesce(t.run_at, now() + t.delay * interval '1 second'), 'pending', 0, now(), now()
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::float8[], $6::integer[],
-                $7::timestamptz[], $8::float8[])
-         WITH ORDINALITY AS t(id, command, queue, priority, timeout, max_retries, run_at, delay, n)
-    ORDER BY t.n
-    RETURNING {_JOB_COLUMNS}
-), wake AS (SELECT pg_notify($9, 'added'))
-SELECT added.* FROM added, wake
-"""
-
-_CLAIM = """
-UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = $1,
-    claim_token = gen_random_uuid()::text, lease_expires_at = now() + $2::float8 * interval '1 second',
-    started_at = now(), updated_at = now()
-WHERE id IN (
-    SELECT id FROM jobs
-    WHERE state IN ('pending', 'failed') AND run_at <= now(){queue_filter}
-    ORDER BY priority DESC, run_at, created_at, seq
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING {columns}
-"""
-_CLAIM_ANY_QUEUE = _CLAIM.format(queue_filter="", columns=_CLAIM_COLUMNS)
-_CLAIM_QUEUES = _CLAIM.format(queue_filter=" AND queue = ANY($4::text[])", columns=_CLAIM_COLUMNS)
-
-_FINISH = """
-WITH done AS (
-    UPDATE jobs SET state = $3::text, exit_code = $4, last_error = $5,
-        started_at = coalesce($6, started_at), finished_at = $7, stdout = $8, stderr = $9,
-        run_at = CASE WHEN $3::text = 'failed' THEN now() + $10::float8 * interval '1 second'
-                      ELSE run_at END,
-        worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
-    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
-    RETURNING 1
-)
-SELECT pg_notify($11, 'finished') FROM done
-"""
-
-_RELEASE = """
-WITH back AS (
-    UPDATE jobs SET state = 'pending', attempts = greatest(attempts - 1, 0), worker_id = NULL,
-        claim_token = NULL, lease_expires_at = NULL, updated_at = now()
-    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
-    RETURNING 1
-)
-SELECT pg_notify($3, 'released') FROM back
-"""
-
-_REVIVE = f"""
-WITH revived AS (
-    UPDATE jobs SET state = 'pending', attempts = 0, run_at = now(), updated_at = now()
-    WHERE state = 'dead' {{which}}
-    RETURNING {_JOB_COLUMNS}, seq
-), wake AS (SELECT pg_notify($1, 'revived'))
-SELECT revived.* FROM revived, wake
-"""
-_REVIVE_SOME = _REVIVE.format(which="AND id = ANY($2::text[])")
-_REVIVE_ALL = _REVIVE.format(which="")
-
-
-def _seconds(value: float) -> float:
-    """A span the server can add to ``now()`` without overflowing a timestamp."""
-    return max(-_MAX_SECONDS, min(float(value), _MAX_SECONDS))
-
-
-def _job(row: Row, *, with_output: bool = False) -> Job:
-    return Job(
-        id=row["id"],
-        command=row["command"],
-        queue=row["queue"],
-        priority=row["priority"],
-        timeout=row["timeout"],
-        max_retries=row["max_retries"],
-        run_at=row["run_at"],
-        state=JobState(row["state"]),
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        exit_code=row["exit_code"],
-        last_error=row["last_error"],
-        stdout=bytes(row["stdout"]) if with_output else b"",
-        stderr=bytes(row["stderr"]) if with_output else b"",
-    )
-
-
-def _best_first(row: Row) -> tuple[Any, ...]:
-    return (-row["priority"], row["run_at"], row["created_at"], row["seq"])
-
-
-def _transient(error: BaseException) -> bool:
-    """Errors that a new connection or a second try can cure."""
-    if isinstance(error, OSError):  # refused, reset, unreachable, TimeoutError
-        return True
-    if isinstance(error, asyncpg.InterfaceError):
-        return "closed" in str(error)  # "connection is closed", "pool is closed" is checked earlier
-    return isinstance(
-        error,
-        (
-            asyncpg.PostgresConnectionError,
-            asyncpg.AdminShutdownError,
-            asyncpg.CrashShutdownError,
-            asyncpg.CannotConnectNowError,
-            asyncpg.TooManyConnectionsError,
-            asyncpg.SerializationError,
-            asyncpg.DeadlockDetectedError,
-        ),
-    )
-
-
-def _rolled_back(error: BaseException) -> bool:
-    """Transient errors after which the statement surely did not take effect."""
-    return isinstance(error, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError))
-
-
-def _channel(schema: str | None) -> str:
-    """The NOTIFY channel of this schema's queue (at most 63 bytes, PostgreSQL's limit)."""
-    name = f"queuectl_{schema}" if schema else "queuectl"
-    return name.encode("utf-8")[:63].decode("utf-8", errors="ignore")
 
 
 def _server_settings(url: str) -> dict[str, str]:
@@ -207,11 +63,11 @@ class PostgresStore:
         self, url: str, pool: Pool, *, schema: str | None, retry_for: float, connect_timeout: float
     ) -> None:
         self.url = url
-        self.where = describe_target(url)
+        self.where = sql.describe_target(url)
         self.retry_for = retry_for
         self.connect_timeout = connect_timeout
         self._pool = pool
-        self._channel = _channel(schema)
+        self._channel = sql.channel_name(schema)
         self._closed = False
         self._changed = asyncio.Event()
         self._listener: ListenConnection | None = None
@@ -230,7 +86,7 @@ class PostgresStore:
             raise StoreUnavailable(
                 "PostgreSQL support needs the extra: pip install 'queuectl[postgres]'"
             ) from _MISSING_DRIVER
-        where = describe_target(url)
+        where = sql.describe_target(url)
         try:
             pool: Pool = await asyncpg.create_pool(
                 url,
@@ -241,11 +97,11 @@ class PostgresStore:
                 server_settings=_server_settings(url),
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as error:
-            raise cannot_connect(where, url, error) from error
+            raise sql.cannot_connect(where, url, error) from error
         try:
             connection = await pool.acquire()
             try:
-                schema = await migrate(connection, where)
+                schema = await sql.migrate(connection, where)
             finally:
                 await pool.release(connection)
         except BaseException as error:
@@ -291,6 +147,7 @@ class PostgresStore:
         deadline = loop.time() + self.retry_for
         pause = 0.05
         maybe_applied = False
+        retries = 0
         while True:
             sent = False
             try:
@@ -304,15 +161,22 @@ class PostgresStore:
             except QueueError:
                 raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                if self._closed or not _transient(error):
+                if self._closed or not sql.is_transient(error):
                     raise self._error(error) from error
-                maybe_applied = maybe_applied or (sent and not _rolled_back(error))
+                maybe_applied = maybe_applied or (sent and not sql.surely_rolled_back(error))
                 if loop.time() + pause > deadline:
                     raise StoreUnavailable(
                         f"lost PostgreSQL at {self.where} and could not reconnect within"
                         f" {self.retry_for:g}s: {reason(error, self.url)}"
                     ) from error
-                logger.warning("PostgreSQL at %s: %s; retrying", self.where, reason(error, self.url))
+                logger.log(
+                    logging.DEBUG if retries else logging.WARNING,
+                    "PostgreSQL at %s: %s; retrying for up to %gs",
+                    self.where,
+                    reason(error, self.url),
+                    self.retry_for,
+                )
+                retries += 1
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
@@ -324,9 +188,9 @@ class PostgresStore:
             return StoreUnavailable(f"the store at {self.where} is closed")
         return StoreError(f"PostgreSQL at {self.where} failed: {text}")
 
-    async def _fetch(self, sql: str, *args: object) -> list[Row]:
+    async def _fetch(self, query: str, *args: object) -> list[Row]:
         async def fetch(connection: Connection, _retried: bool) -> list[Row]:
-            return await connection.fetch(sql, *args)
+            return await connection.fetch(query, *args)
 
         return await self._run(fetch)
 
@@ -351,42 +215,38 @@ class PostgresStore:
             timeouts,
             retries,
             [job.run_at for job in jobs],
-            [_seconds(job.delay or 0.0) for job in jobs],
+            [sql.seconds(job.delay or 0.0) for job in jobs],
             self._channel,
         )
 
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+
         async def insert(connection: Connection, retried: bool) -> list[Row]:
             try:
-                return await connection.fetch(_INSERT, *arguments)
+                return await connection.fetch(sql.INSERT_JOBS, *arguments)
             except asyncpg.UniqueViolationError as error:
-                # After a dropped connection the first try may have committed: if every
-                # job is there as we sent it, that was us.
-                if retried and (ours := await self._already_added(connection, jobs, timeouts, retries)):
+                # After a dropped connection the first try may have committed.
+                window = loop.time() - began + 5.0
+                if retried and (ours := await self._already_added(connection, arguments, window)):
                     return ours
                 raise await self._duplicate(connection, ids) from error
 
-        by_id = {row["id"]: _job(row) for row in await self._run(insert)}
+        by_id = {row["id"]: job_from_row(row) for row in await self._run(insert)}
         return [by_id[job_id] for job_id in ids]
 
-    async def _already_added(
-        self, connection: Connection, jobs: Sequence[NewJob], timeouts: list[Any], retries: list[Any]
-    ) -> list[Row]:
+    @staticmethod
+    async def _already_added(connection: Connection, arguments: tuple[Any, ...], window: float) -> list[Row]:
+        """The batch's rows if an earlier try of it committed: all there, as sent, just now."""
         rows = await connection.fetch(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ANY($1::text[])", [job.id for job in jobs]
+            f"SELECT {sql.JOB_COLUMNS} FROM jobs WHERE id = ANY($1::text[])"
+            " AND created_at >= now() - $2::float8 * interval '1 second'",
+            arguments[0],
+            window,
         )
-        found = {row["id"]: row for row in rows}
-        for job, timeout, max_retries in zip(jobs, timeouts, retries, strict=True):
-            row = found.get(job.id)
-            if row is None or (row["command"], row["queue"], row["priority"], row["timeout"]) != (
-                job.command,
-                job.queue,
-                job.priority,
-                timeout,
-            ):
-                return []
-            if row["max_retries"] != max_retries:
-                return []
-        return rows
+        fields = ("id", "command", "queue", "priority", "timeout", "max_retries")
+        stored = {tuple(row[field] for field in fields) for row in rows}
+        return rows if stored == set(zip(*arguments[:6], strict=True)) else []
 
     @staticmethod
     async def _duplicate(connection: Connection, ids: list[str]) -> DuplicateJob:
@@ -396,23 +256,16 @@ class PostgresStore:
         return DuplicateJob(None if first is None else f"a job with id {first!r} already exists")
 
     async def get_job(self, job_id: str) -> Job:
-        rows = await self._fetch(f"SELECT {_JOB_COLUMNS}, stdout, stderr FROM jobs WHERE id = $1", job_id)
+        rows = await self._fetch(f"SELECT {sql.JOB_COLUMNS}, stdout, stderr FROM jobs WHERE id = $1", job_id)
         if not rows:
             raise JobNotFound(f"no job with id {job_id!r}")
-        return _job(rows[0], with_output=True)
+        return job_from_row(rows[0], with_output=True)
 
     async def list_jobs(
         self, *, state: JobState | None = None, queue: str | None = None, limit: int | None = None
     ) -> list[Job]:
-        rows = await self._fetch(
-            f"SELECT {_JOB_COLUMNS} FROM jobs"
-            " WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR queue = $2)"
-            " ORDER BY created_at DESC, seq DESC LIMIT $3::bigint",
-            None if state is None else state.value,
-            queue,
-            limit,
-        )
-        return [_job(row) for row in rows]
+        rows = await self._fetch(sql.LIST_JOBS, None if state is None else state.value, queue, limit)
+        return [job_from_row(row) for row in rows]
 
     async def count_jobs(self) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
@@ -436,23 +289,18 @@ class PostgresStore:
         if limit <= 0:
             return []
         if queues is None:
-            rows = await self._fetch(_CLAIM_ANY_QUEUE, worker_id, _seconds(lease), limit)
+            rows = await self._fetch(sql.CLAIM_ANY_QUEUE, worker_id, sql.seconds(lease), limit)
         else:
-            rows = await self._fetch(_CLAIM_QUEUES, worker_id, _seconds(lease), limit, list(queues))
+            rows = await self._fetch(sql.CLAIM_QUEUES, worker_id, sql.seconds(lease), limit, list(queues))
         # RETURNING gives no order; hand out the best job first.
-        return [Claim(job=_job(row), token=row["claim_token"]) for row in sorted(rows, key=_best_first)]
+        return [
+            Claim(job=job_from_row(row), token=row["claim_token"]) for row in sorted(rows, key=sql.best_first)
+        ]
 
     async def renew(self, *, worker_id: str, tokens: Sequence[str], lease: float) -> set[str]:
         if not tokens:
             return set()
-        rows = await self._fetch(
-            "UPDATE jobs SET lease_expires_at = now() + $3::float8 * interval '1 second'"
-            " WHERE worker_id = $1 AND claim_token = ANY($2::text[]) AND state = 'processing'"
-            " RETURNING claim_token",
-            worker_id,
-            list(tokens),
-            _seconds(lease),
-        )
+        rows = await self._fetch(sql.RENEW, worker_id, list(tokens), sql.seconds(lease))
         return {row["claim_token"] for row in rows}
 
     async def finish(self, claim: Claim, outcome: Outcome) -> bool:
@@ -466,12 +314,12 @@ class PostgresStore:
             outcome.finished_at,
             outcome.stdout,
             outcome.stderr,
-            _seconds(outcome.retry_in),
+            sql.seconds(outcome.retry_in),
             self._channel,
         )
 
         async def write(connection: Connection, retried: bool) -> bool:
-            if await connection.fetch(_FINISH, *arguments):
+            if await connection.fetch(sql.FINISH, *arguments):
                 return True
             # After a dropped connection the first try may have committed: it did if
             # the job now shows exactly this outcome and nobody holds it.
@@ -488,14 +336,11 @@ class PostgresStore:
         return await self._run(write)
 
     async def release(self, claim: Claim) -> bool:
-        return bool(await self._fetch(_RELEASE, claim.job.id, claim.token, self._channel))
+        return bool(await self._fetch(sql.RELEASE, claim.job.id, claim.token, self._channel))
 
     async def lapsed_claims(self) -> list[Claim]:
-        rows = await self._fetch(
-            f"SELECT {_CLAIM_COLUMNS} FROM jobs WHERE state = 'processing' AND lease_expires_at < now()"
-            " ORDER BY lease_expires_at, seq"
-        )
-        return [Claim(job=_job(row), token=row["claim_token"]) for row in rows]
+        rows = await self._fetch(sql.LAPSED)
+        return [Claim(job=job_from_row(row), token=row["claim_token"]) for row in rows]
 
     async def has_unfinished(self, queues: Sequence[str] | None) -> bool:
         rows = await self._fetch(
@@ -523,15 +368,15 @@ class PostgresStore:
                         raise JobNotFound(f"no job with id {job_id!r}")
                     if states[job_id] != JobState.DEAD.value:
                         raise JobStateConflict(f"job {job_id!r} is not dead (it is {states[job_id]})")
-                return await connection.fetch(_REVIVE_SOME, self._channel, ids)
+                return await connection.fetch(sql.REVIVE_SOME, self._channel, ids)
 
-        by_id = {row["id"]: _job(row) for row in await self._run(revive)}
+        by_id = {row["id"]: job_from_row(row) for row in await self._run(revive)}
         return [by_id[job_id] for job_id in ids]
 
     async def retry_all_dead(self) -> list[Job]:
-        rows = await self._fetch(_REVIVE_ALL, self._channel)
+        rows = await self._fetch(sql.REVIVE_ALL, self._channel)
         rows.sort(key=lambda row: (row["created_at"], row["seq"]), reverse=True)
-        return [_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     # --- settings ------------------------------------------------------------------------
 
@@ -550,14 +395,7 @@ class PostgresStore:
     # --- workers -------------------------------------------------------------------------
 
     async def register_worker(self, *, worker_id: str, host: str, pid: int) -> None:
-        await self._fetch(
-            "INSERT INTO workers (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, now(), now())"
-            " ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
-            " heartbeat_at = now(), stop_requested = false",
-            worker_id,
-            host.replace("\x00", ""),
-            pid,
-        )
+        await self._fetch(sql.REGISTER_WORKER, worker_id, host.replace("\x00", ""), pid)
 
     async def heartbeat(self, *, worker_id: str, running: int) -> bool:
         rows = await self._fetch(
@@ -571,11 +409,7 @@ class PostgresStore:
         await self._fetch("DELETE FROM workers WHERE id = $1", worker_id)
 
     async def list_workers(self, *, stale_after: float) -> list[WorkerInfo]:
-        rows = await self._fetch(
-            "SELECT id, host, pid, started_at, heartbeat_at, running FROM workers"
-            " WHERE heartbeat_at > now() - $1::float8 * interval '1 second' ORDER BY started_at, id",
-            _seconds(stale_after),
-        )
+        rows = await self._fetch(sql.LIVE_WORKERS, sql.seconds(stale_after))
         return [
             WorkerInfo(
                 id=row["id"],
@@ -592,7 +426,7 @@ class PostgresStore:
         rows = await self._fetch(
             "UPDATE workers SET stop_requested = true"
             " WHERE heartbeat_at > now() - $1::float8 * interval '1 second' RETURNING id",
-            _seconds(stale_after),
+            sql.seconds(stale_after),
         )
         return len(rows)
 

@@ -1,4 +1,4 @@
-"""The PostgreSQL store's schema, its migrations, and how its targets and failures are named.
+"""The PostgreSQL store's schema and statements, its migrations, and how failures are named.
 
 Tables live in the connection's current schema (the first existing one on
 ``search_path``), never a hard-coded ``public``, so one database can hold
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from queuectl.errors import StoreCorrupt, StoreError, StoreUnavailable
+from queuectl.models import Job, JobState
 
 # --- the little of asyncpg we use, typed (asyncpg has no stubs) ---------------------------
 
@@ -166,6 +167,158 @@ async def _apply(connection: Connection, number: int, where: str, schema: str) -
         ) from error
 
 
+# --- the statements ----------------------------------------------------------------------
+# Every time is the server's now(); ``$n::float8 * interval '1 second'`` turns seconds into spans.
+
+JOB_COLUMNS = (
+    "id, command, queue, priority, timeout, max_retries, run_at, state, attempts,"
+    " created_at, updated_at, started_at, finished_at, exit_code, last_error"
+)
+CLAIM_COLUMNS = JOB_COLUMNS + ", seq, claim_token"
+
+#: All or nothing in one statement (one round trip), waking LISTENers when it commits.
+INSERT_JOBS = f"""
+WITH added AS (
+    INSERT INTO jobs (id, command, queue, priority, timeout, max_retries, run_at, state,
+                      attempts, created_at, updated_at)
+    SELECT t.id, t.command, t.queue, t.priority, t.timeout, t.max_retries,
+           coalesce(t.run_at, now() + t.delay * interval '1 second'), 'pending', 0, now(), now()
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::float8[], $6::integer[],
+                $7::timestamptz[], $8::float8[])
+         WITH ORDINALITY AS t(id, command, queue, priority, timeout, max_retries, run_at, delay, n)
+    ORDER BY t.n
+    RETURNING {JOB_COLUMNS}
+), wake AS (SELECT pg_notify($9, 'added'))
+SELECT added.* FROM added, wake
+"""
+
+_CLAIM = """
+UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = $1,
+    claim_token = gen_random_uuid()::text, lease_expires_at = now() + $2::float8 * interval '1 second',
+    started_at = now(), updated_at = now()
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state IN ('pending', 'failed') AND run_at <= now(){queue_filter}
+    ORDER BY priority DESC, run_at, created_at, seq
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {columns}
+"""
+CLAIM_ANY_QUEUE = _CLAIM.format(queue_filter="", columns=CLAIM_COLUMNS)
+CLAIM_QUEUES = _CLAIM.format(queue_filter=" AND queue = ANY($4::text[])", columns=CLAIM_COLUMNS)
+
+RENEW = """
+UPDATE jobs SET lease_expires_at = now() + $3::float8 * interval '1 second'
+WHERE worker_id = $1 AND claim_token = ANY($2::text[]) AND state = 'processing'
+RETURNING claim_token
+"""
+
+FINISH = """
+WITH done AS (
+    UPDATE jobs SET state = $3::text, exit_code = $4, last_error = $5,
+        started_at = coalesce($6, started_at), finished_at = $7, stdout = $8, stderr = $9,
+        run_at = CASE WHEN $3::text = 'failed' THEN now() + $10::float8 * interval '1 second'
+                      ELSE run_at END,
+        worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
+    RETURNING 1
+)
+SELECT pg_notify($11, 'finished') FROM done
+"""
+
+RELEASE = """
+WITH back AS (
+    UPDATE jobs SET state = 'pending', attempts = greatest(attempts - 1, 0), worker_id = NULL,
+        claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
+    RETURNING 1
+)
+SELECT pg_notify($3, 'released') FROM back
+"""
+
+LAPSED = f"""
+SELECT {CLAIM_COLUMNS} FROM jobs
+WHERE state = 'processing' AND lease_expires_at < now()
+ORDER BY lease_expires_at, seq
+"""
+
+_REVIVE = f"""
+WITH revived AS (
+    UPDATE jobs SET state = 'pending', attempts = 0, run_at = now(), updated_at = now()
+    WHERE state = 'dead' {{which}}
+    RETURNING {JOB_COLUMNS}, seq
+), wake AS (SELECT pg_notify($1, 'revived'))
+SELECT revived.* FROM revived, wake
+"""
+REVIVE_SOME = _REVIVE.format(which="AND id = ANY($2::text[])")
+REVIVE_ALL = _REVIVE.format(which="")
+
+LIST_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR queue = $2)
+ORDER BY created_at DESC, seq DESC
+LIMIT $3::bigint
+"""
+
+REGISTER_WORKER = """
+INSERT INTO workers (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, now(), now())
+ON CONFLICT (id) DO UPDATE
+    SET host = excluded.host, pid = excluded.pid, heartbeat_at = now(), stop_requested = false
+"""
+
+LIVE_WORKERS = """
+SELECT id, host, pid, started_at, heartbeat_at, running FROM workers
+WHERE heartbeat_at > now() - $1::float8 * interval '1 second'
+ORDER BY started_at, id
+"""
+
+
+# --- rows and values ----------------------------------------------------------------------
+
+#: Longest span of seconds passed to the server (a lease, a delay, a backoff): 200 years.
+_MAX_SECONDS = 200 * 365.25 * 86400
+
+
+def seconds(value: float) -> float:
+    """A span the server can add to ``now()`` without overflowing a timestamp."""
+    return max(-_MAX_SECONDS, min(float(value), _MAX_SECONDS))
+
+
+def job_from_row(row: Row, *, with_output: bool = False) -> Job:
+    """A ``Job`` from a row of ``JOB_COLUMNS`` (plus stdout, stderr when ``with_output``)."""
+    return Job(
+        id=row["id"],
+        command=row["command"],
+        queue=row["queue"],
+        priority=row["priority"],
+        timeout=row["timeout"],
+        max_retries=row["max_retries"],
+        run_at=row["run_at"],
+        state=JobState(row["state"]),
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        exit_code=row["exit_code"],
+        last_error=row["last_error"],
+        stdout=bytes(row["stdout"]) if with_output else b"",
+        stderr=bytes(row["stderr"]) if with_output else b"",
+    )
+
+
+def best_first(row: Row) -> tuple[Any, ...]:
+    """Sort key of claimed rows: the order the claim takes them in."""
+    return (-row["priority"], row["run_at"], row["created_at"], row["seq"])
+
+
+def channel_name(schema: str | None) -> str:
+    """The NOTIFY channel of this schema's queue (at most 63 bytes, PostgreSQL's limit)."""
+    name = f"queuectl_{schema}" if schema else "queuectl"
+    return name.encode("utf-8")[:63].decode("utf-8", errors="ignore")
+
+
 # --- naming targets and failures ----------------------------------------------------------
 
 
@@ -212,3 +365,32 @@ def reason(error: BaseException, url: str) -> str:
 
 def cannot_connect(where: str, url: str, error: BaseException) -> StoreError:
     return StoreUnavailable(f"cannot connect to PostgreSQL at {where}: {reason(error, url)}")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Errors that a new connection or a second try can cure."""
+    import asyncpg
+
+    if isinstance(error, OSError):  # refused, reset, unreachable, TimeoutError
+        return True
+    if isinstance(error, asyncpg.InterfaceError):
+        return "connection is closed" in str(error)
+    return isinstance(
+        error,
+        (
+            asyncpg.PostgresConnectionError,
+            asyncpg.AdminShutdownError,
+            asyncpg.CrashShutdownError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.TooManyConnectionsError,
+            asyncpg.SerializationError,
+            asyncpg.DeadlockDetectedError,
+        ),
+    )
+
+
+def surely_rolled_back(error: BaseException) -> bool:
+    """Transient errors after which the statement certainly did not take effect."""
+    import asyncpg
+
+    return isinstance(error, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError))
