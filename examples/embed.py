@@ -1,7 +1,7 @@
 """Embed queuectl in an asyncio application: enqueue jobs and run a worker pool in your own loop.
 
-    python examples/embed.py                  # uses a temporary SQLite file
-    python examples/embed.py ./my-jobs.db     # or any store target, e.g. postgresql://...
+python examples/embed.py                  # uses a temporary SQLite file
+python examples/embed.py ./my-jobs.db     # or any store target, e.g. postgresql://...
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ async def main(target: str) -> int:
             for job_id in (hello.id, urgent.id, flaky.id):
                 job = await queue.wait_for(job_id, timeout=60)
                 output = job.stdout.decode().strip()
-                print(f"{job.id[:8]}  {job.state.value:<9}  attempts={job.attempts}  {output or job.last_error}")
+                print(
+                    f"{job.id[:8]}  {job.state.value:<9}  attempts={job.attempts}  {output or job.last_error}"
+                )
 
         # Leaving the block stopped the pool gracefully.
         print(f"completed={pool.stats.completed} dead={pool.stats.dead}")

@@ -82,8 +82,12 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec(
             "poll_interval", _parse_positive_seconds, 0.5, "slowest a worker is to notice due jobs (s > 0)"
         ),
-        SettingSpec("lease", _parse_positive_seconds, 30.0, "how long a silent worker keeps its jobs (s > 0)"),
-        SettingSpec("output_limit", _parse_output_limit, 65536, "bytes of stdout/stderr tail kept per attempt"),
+        SettingSpec(
+            "lease", _parse_positive_seconds, 30.0, "how long a silent worker keeps its jobs (s > 0)"
+        ),
+        SettingSpec(
+            "output_limit", _parse_output_limit, 65536, "bytes of stdout/stderr tail kept per attempt"
+        ),
     )
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -42,7 +42,7 @@ def isoformat(moment: datetime | None) -> str | None:
     """UTC ISO-8601 with a ``Z``, the one timestamp format queuectl prints."""
     if moment is None:
         return None
-    text = moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    text = moment.astimezone(UTC).isoformat(timespec="microseconds")
     return text.replace("+00:00", "Z")
 
 
@@ -59,7 +59,7 @@ class NewJob:
     command: str
     queue: str = "default"
     priority: int = 0
-    timeout: float | None | Unset = UNSET
+    timeout: float | Unset | None = UNSET
     max_retries: int | Unset = UNSET
     run_at: datetime | None = None
     delay: float | None = None

@@ -6,6 +6,7 @@ children inherit it; a lost worker leaves nothing else behind to find them by.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -44,8 +45,6 @@ def kill_orphans(token: str) -> int:
                 raise PermissionError("never our own group")
             os.killpg(group, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
     return len(pids)

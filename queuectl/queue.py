@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from queuectl.config import SettingValue, Settings, parse_setting
+from queuectl.config import Settings, SettingValue, parse_setting
 from queuectl.models import FINAL_STATES, Job, JobState, NewJob, QueueStatus, WorkerInfo
 from queuectl.storage import Store, open_store
 from queuectl.validation import validate_job
@@ -103,9 +104,9 @@ class Queue:
         next_run_in = await self.store.next_run_at()
         next_run = None
         if next_run_in is not None:
-            from datetime import datetime, timedelta, timezone
+            from datetime import datetime, timedelta
 
-            next_run = datetime.now(timezone.utc) + timedelta(seconds=next_run_in)
+            next_run = datetime.now(UTC) + timedelta(seconds=next_run_in)
         return QueueStatus(jobs=counts, workers=len(workers), next_run_at=next_run)
 
     # --- dead-letter queue ----------------------------------------------------------------

@@ -45,7 +45,7 @@ class RunResult:
 async def run_command(
     command: str,
     *,
-    timeout: float | None,  # noqa: ASYNC109 - the job's own timeout, applied to the process, not to us
+    timeout: float | None,
     output_limit: int = 65536,
     kill_grace: float = 2.0,
     drain_grace: float = 0.25,

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
 
 from queuectl import retry
@@ -291,7 +291,9 @@ class WorkerPool:
                 break
             except StoreError as error:
                 if time.monotonic() > deadline:
-                    logger.warning("could not record %s; it runs again after its lease: %s", claim.job.id, error)
+                    logger.warning(
+                        "could not record %s; it runs again after its lease: %s", claim.job.id, error
+                    )
                     return
                 await asyncio.sleep(0.2)
         duration = (result.finished_at - result.started_at).total_seconds()
@@ -372,9 +374,9 @@ class WorkerPool:
             self._kill_unrenewed()
 
     async def _upkeep(self) -> None:
-        if await self.store.heartbeat(worker_id=self.worker_id, running=len(self._running)):
-            if not self._stopping:
-                logger.info("stop requested through the store")
+        stop_asked = await self.store.heartbeat(worker_id=self.worker_id, running=len(self._running))
+        if stop_asked and not self._stopping:  # once: a repeat would end the grace period
+            logger.info("stop requested through the store")
             self.request_stop()
         self.settings = await self.store.settings()
         await self._renew_leases()
@@ -386,7 +388,9 @@ class WorkerPool:
         asked = list(self._running.items())
         lease = self.settings.lease
         renewed_at = time.monotonic()
-        held = await self.store.renew(worker_id=self.worker_id, tokens=[token for token, _ in asked], lease=lease)
+        held = await self.store.renew(
+            worker_id=self.worker_id, tokens=[token for token, _ in asked], lease=lease
+        )
         for token, running in asked:
             if token in held:
                 running.lease_deadline = renewed_at + lease
@@ -421,7 +425,7 @@ class WorkerPool:
                 exit_code=None,
                 error=WORKER_LOST,
                 started_at=None,
-                finished_at=datetime.now(timezone.utc),
+                finished_at=datetime.now(UTC),
                 retry_in=retry_in,
             )
             if await self.store.finish(claim, outcome):

@@ -40,7 +40,9 @@ def queuectl_env(target: str, extra: Mapping[str, str] | None = None) -> dict[st
     return env
 
 
-def run_queuectl(target: str, *args: str, input: str | None = None, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
+def run_queuectl(
+    target: str, *args: str, input: str | None = None, timeout: float = DEADLINE
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m queuectl`` to completion as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "queuectl", *args],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
@@ -22,7 +22,7 @@ def new(job_id: str, **fields: object) -> NewJob:
 
 
 def outcome(state: JobState, *, retry_in: float = 0.0, error: str | None = None) -> Outcome:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return Outcome(
         state=state,
         exit_code=0 if state is JobState.COMPLETED else 1,
@@ -61,7 +61,7 @@ async def test_added_job_reads_back_with_defaults_from_settings(store: Store) ->
     assert (stored.max_retries, stored.timeout) == (7, 12.5)
     assert stored.state is JobState.PENDING and stored.attempts == 0
     assert stored.created_at.tzinfo is not None
-    assert abs(stored.run_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    assert abs(stored.run_at - datetime.now(UTC)) < timedelta(minutes=1)
 
 
 async def test_explicit_none_timeout_beats_the_default(store: Store) -> None:
@@ -72,10 +72,10 @@ async def test_explicit_none_timeout_beats_the_default(store: Store) -> None:
 
 
 async def test_delay_and_run_at_set_the_run_time(store: Store) -> None:
-    later = datetime(2999, 1, 1, tzinfo=timezone.utc)
+    later = datetime(2999, 1, 1, tzinfo=UTC)
     await store.add_jobs([new("delayed", delay=3600.0), new("scheduled", run_at=later)])
     delayed = await store.get_job("delayed")
-    assert delayed.run_at - datetime.now(timezone.utc) > timedelta(minutes=59)
+    assert delayed.run_at - datetime.now(UTC) > timedelta(minutes=59)
     assert (await store.get_job("scheduled")).run_at == later
 
 
@@ -121,7 +121,7 @@ async def test_next_run_at_is_the_earliest_waiting_job(store: Store) -> None:
 
 
 async def test_claim_order_is_priority_then_run_at_then_age(store: Store) -> None:
-    past = datetime.now(timezone.utc) - timedelta(hours=1)
+    past = datetime.now(UTC) - timedelta(hours=1)
     await store.add_jobs(
         [
             new("low-old", priority=0),
@@ -173,7 +173,7 @@ async def test_failed_job_waits_for_its_backoff(store: Store) -> None:
     assert await store.finish(claim, outcome(JobState.FAILED, retry_in=3600.0))
     job = await store.get_job("a")
     assert job.state is JobState.FAILED and job.last_error == "exit code 1"
-    assert job.run_at - datetime.now(timezone.utc) > timedelta(minutes=59)
+    assert job.run_at - datetime.now(UTC) > timedelta(minutes=59)
     assert await store.claim(worker_id="w", queues=None, limit=1, lease=LONG_LEASE) == []
 
 

@@ -154,11 +154,23 @@ def test_three_workers_run_each_job_exactly_once_while_jobs_arrive(target: str, 
     workers = [start_worker(target, "--count", "4", "--quiet") for _ in range(3)]
     more_file = tmp_path / "more.jsonl"
     more_file.write_text(
-        "\n".join(json.dumps({"id": f"late-{index}", "command": f"echo late-{index} >> {runs}"}) for index in range(150))
+        "\n".join(
+            json.dumps({"id": f"late-{index}", "command": f"echo late-{index} >> {runs}"})
+            for index in range(150)
+        )
     )
     producers = [
         subprocess.Popen(
-            [sys.executable, "-m", "queuectl", "enqueue", "--command", f"echo p{index} >> {runs}", "--id", f"p{index}"],
+            [
+                sys.executable,
+                "-m",
+                "queuectl",
+                "enqueue",
+                "--command",
+                f"echo p{index} >> {runs}",
+                "--id",
+                f"p{index}",
+            ],
             env=queuectl_env(target),
             stdout=subprocess.DEVNULL,
         )

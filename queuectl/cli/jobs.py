@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from queuectl.cli import render
-from queuectl.cli.run import with_queue
+from queuectl.cli.run import add_jobs, with_queue
 from queuectl.errors import InvalidInput
 from queuectl.models import JobState
 
@@ -81,7 +81,7 @@ def enqueue(
             run_at=run_at,
             delay=delay,
         )
-    job = with_queue(lambda q: q.enqueue(new_job))
+    (job,) = add_jobs([new_job])
     if as_json:
         render.print_json(job.to_dict())
     else:
@@ -107,7 +107,7 @@ def enqueue_file(path: str, as_json: bool) -> None:
         except OSError as error:
             raise InvalidInput(f"cannot read {path}: {error.strerror or error}") from error
     new_jobs = validation.parse_jobs_document(validation.decode_input(data))
-    jobs = with_queue(lambda q: q.enqueue_many(new_jobs)) if new_jobs else []
+    jobs = add_jobs(new_jobs) if new_jobs else []
     render.ids(jobs, as_json=as_json)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from queuectl.config import SettingValue, Settings
+from queuectl.config import Settings, SettingValue
 from queuectl.models import Claim, Job, JobState, NewJob, Outcome, WorkerInfo
 
 

@@ -432,7 +432,7 @@ class PostgresStore:
 
     # --- wake-ups ------------------------------------------------------------------------
 
-    async def wait_for_change(self, timeout: float) -> None:  # noqa: ASYNC109 - the Store protocol
+    async def wait_for_change(self, timeout: float) -> None:
         """Wait for a NOTIFY from any process (or ``timeout``).
 
         The first call opens a dedicated LISTEN connection in the background. While

@@ -7,94 +7,39 @@ passed into the SQL, so tests can move time without sleeping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import anyio
 
-from queuectl.config import SettingValue, Settings, format_setting
+from queuectl.config import Settings, SettingValue, format_setting
 from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict
-from queuectl.models import UNSET, Claim, Job, JobState, NewJob, Outcome, WorkerInfo
+from queuectl.models import Claim, Job, JobState, NewJob, Outcome, WorkerInfo
 from queuectl.storage import sqlite_schema
+from queuectl.storage.sqlite_rows import (
+    CLAIM_COLUMNS,
+    FULL_COLUMNS,
+    INSERT,
+    SUMMARY_COLUMNS,
+    claim_from_row,
+    epoch,
+    insert_rows,
+    job_from_row,
+    needs_settings,
+    stored_job,
+)
 from queuectl.storage.sqlite_schema import translate_errors
 
 Clock = Callable[[], float]
 
-_SUMMARY_COLUMNS = (
-    "id, command, queue, priority, timeout, max_retries, run_at, state, attempts,"
-    " created_at, updated_at, started_at, finished_at, exit_code, last_error"
-)
-_FULL_COLUMNS = _SUMMARY_COLUMNS + ", stdout, stderr"
-_CLAIM_COLUMNS = _SUMMARY_COLUMNS + ", claim_token"
-
-_INSERT = (
-    "INSERT INTO jobs (id, command, queue, priority, timeout, max_retries, run_at, state,"
-    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
-)
-
 #: How often an idle worker looks for commits by other processes (PRAGMA data_version).
 CHANGE_POLL_SECONDS = 0.005
-
-
-def _moment(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc)
-
-
-def _epoch(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
-
-
-def job_from_row(row: Sequence[Any]) -> Job:
-    """A ``Job`` from a row of ``_SUMMARY_COLUMNS`` (plus stdout, stderr when present)."""
-    return Job(
-        id=row[0],
-        command=row[1],
-        queue=row[2],
-        priority=row[3],
-        timeout=row[4],
-        max_retries=row[5],
-        run_at=datetime.fromtimestamp(row[6], timezone.utc),
-        state=JobState(row[7]),
-        attempts=row[8],
-        created_at=datetime.fromtimestamp(row[9], timezone.utc),
-        updated_at=datetime.fromtimestamp(row[10], timezone.utc),
-        started_at=_moment(row[11]),
-        finished_at=_moment(row[12]),
-        exit_code=row[13],
-        last_error=row[14],
-        stdout=bytes(row[15] or b"") if len(row) > 16 else b"",
-        stderr=bytes(row[16] or b"") if len(row) > 16 else b"",
-    )
-
-
-def _claim_from_row(row: Sequence[Any]) -> Claim:
-    return Claim(job=job_from_row(row[:15]), token=row[15])
-
-
-def insert_rows(jobs: Iterable[NewJob], settings: Settings | None, now: float) -> list[tuple[Any, ...]]:
-    """Parameters for ``_INSERT``; ``settings`` fill the fields left ``UNSET``."""
-    rows = []
-    for job in jobs:
-        timeout = job.timeout
-        max_retries = job.max_retries
-        if timeout is UNSET or max_retries is UNSET:
-            assert settings is not None
-            timeout = settings.default_timeout if timeout is UNSET else timeout
-            max_retries = settings.max_retries if max_retries is UNSET else max_retries
-        run_at = _epoch(job.run_at) if job.run_at is not None else now + (job.delay or 0.0)
-        rows.append(
-            (job.id, job.command, job.queue, job.priority, timeout, max_retries, run_at, now, now)
-        )
-    return rows
-
-
-def needs_settings(jobs: Iterable[NewJob]) -> bool:
-    return any(job.timeout is UNSET or job.max_retries is UNSET for job in jobs)
 
 
 class SqliteStore:
@@ -168,11 +113,11 @@ class SqliteStore:
         with translate_errors(self.path):
             try:
                 if len(rows) == 1:
-                    await db.execute_fetchall(_INSERT, rows[0])
+                    await db.execute_fetchall(INSERT, rows[0])
                 else:
                     await db.execute("BEGIN IMMEDIATE")
                     try:
-                        await db.executemany(_INSERT, rows)
+                        await db.executemany(INSERT, rows)
                         await db.execute("COMMIT")
                     except BaseException:
                         with anyio.CancelScope(shield=True):
@@ -181,7 +126,7 @@ class SqliteStore:
             except sqlite3.IntegrityError as error:
                 raise await self._duplicate_error(jobs) from error
         self._wake_local_waiters()
-        return [_stored(row) for row in rows]
+        return [stored_job(row) for row in rows]
 
     async def _duplicate_error(self, jobs: Sequence[NewJob]) -> DuplicateJob:
         ids = [job.id for job in jobs]
@@ -194,7 +139,7 @@ class SqliteStore:
         return DuplicateJob()
 
     async def get_job(self, job_id: str) -> Job:
-        rows = await self._fetch(f"SELECT {_FULL_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        rows = await self._fetch(f"SELECT {FULL_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             raise JobNotFound(f"no job with id {job_id!r}")
         return job_from_row(rows[0])
@@ -209,7 +154,7 @@ class SqliteStore:
         if queue is not None:
             where.append("queue = ?")
             parameters.append(queue)
-        sql = f"SELECT {_SUMMARY_COLUMNS} FROM jobs"
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, seq DESC"
@@ -241,7 +186,7 @@ class SqliteStore:
                 " WHERE seq IN (SELECT seq FROM jobs WHERE state IN ('pending', 'failed')"
                 f" AND run_at <= ?{queue_filter}"
                 " ORDER BY priority DESC, run_at, created_at, seq LIMIT ?)"
-                f" RETURNING {_CLAIM_COLUMNS}"
+                f" RETURNING {CLAIM_COLUMNS}"
             )
             self._claim_sql[queue_count] = sql
         return sql
@@ -255,7 +200,7 @@ class SqliteStore:
             self._claim_statement(len(queue_list)),
             (worker_id, now + lease, now, now, now, *queue_list, limit),
         )
-        claims = [_claim_from_row(row) for row in rows]
+        claims = [claim_from_row(row) for row in rows]
         # RETURNING gives no order; hand out the best job first.
         claims.sort(key=lambda c: (-c.job.priority, c.job.run_at, c.job.created_at))
         return claims
@@ -285,8 +230,8 @@ class SqliteStore:
                 *run_at_args,
                 outcome.exit_code,
                 outcome.error,
-                _epoch(outcome.started_at),
-                _epoch(outcome.finished_at),
+                epoch(outcome.started_at),
+                epoch(outcome.finished_at),
                 outcome.stdout,
                 outcome.stderr,
                 now,
@@ -309,10 +254,10 @@ class SqliteStore:
 
     async def lapsed_claims(self) -> list[Claim]:
         rows = await self._fetch(
-            f"SELECT {_CLAIM_COLUMNS} FROM jobs WHERE state = 'processing' AND lease_expires_at < ?",
+            f"SELECT {CLAIM_COLUMNS} FROM jobs WHERE state = 'processing' AND lease_expires_at < ?",
             (self.clock(),),
         )
-        return [_claim_from_row(row) for row in rows]
+        return [claim_from_row(row) for row in rows]
 
     async def has_unfinished(self, queues: Sequence[str] | None) -> bool:
         queue_list = list(queues or ())
@@ -353,7 +298,7 @@ class SqliteStore:
                 job_from_row(row)
                 for row in await db.execute_fetchall(
                     f"UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?"
-                    f" WHERE state = 'dead' RETURNING {_SUMMARY_COLUMNS}",
+                    f" WHERE state = 'dead' RETURNING {SUMMARY_COLUMNS}",
                     (self.clock(), self.clock()),
                 )
             ]
@@ -366,7 +311,7 @@ class SqliteStore:
         for job_id in job_ids:
             rows = await db.execute_fetchall(
                 f"UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?"
-                f" WHERE id = ? RETURNING {_SUMMARY_COLUMNS}",
+                f" WHERE id = ? RETURNING {SUMMARY_COLUMNS}",
                 (now, now, job_id),
             )
             revived.extend(job_from_row(row) for row in rows)
@@ -417,8 +362,8 @@ class SqliteStore:
                 id=row[0],
                 host=row[1],
                 pid=row[2],
-                started_at=datetime.fromtimestamp(row[3], timezone.utc),
-                heartbeat_at=datetime.fromtimestamp(row[4], timezone.utc),
+                started_at=datetime.fromtimestamp(row[3], UTC),
+                heartbeat_at=datetime.fromtimestamp(row[4], UTC),
                 running=row[5],
             )
             for row in rows
@@ -449,10 +394,8 @@ class SqliteStore:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(CHANGE_POLL_SECONDS, remaining))
-            except TimeoutError:
-                pass
 
     def _data_version_changed(self) -> bool:
         with translate_errors(self.path):
@@ -462,22 +405,3 @@ class SqliteStore:
         changed = self._watched_version is not None and version != self._watched_version
         self._watched_version = version
         return changed
-
-
-def _stored(row: tuple[Any, ...]) -> Job:
-    """The job as just inserted, without reading it back."""
-    job_id, command, queue, priority, timeout, max_retries, run_at, now, _ = row
-    created = datetime.fromtimestamp(now, timezone.utc)
-    return Job(
-        id=job_id,
-        command=command,
-        queue=queue,
-        priority=priority,
-        timeout=timeout,
-        max_retries=max_retries,
-        run_at=datetime.fromtimestamp(run_at, timezone.utc),
-        state=JobState.PENDING,
-        attempts=0,
-        created_at=created,
-        updated_at=created,
-    )

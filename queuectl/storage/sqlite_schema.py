@@ -106,35 +106,32 @@ def check_file(path: Path) -> None:
 
 
 def connect(path: Path, *, durable: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode with WAL, a busy timeout and the chosen durability.
+    """Check, create or migrate the store, and return a connection to it.
 
-    ``durable`` connections fsync every commit (``synchronous=FULL``): enqueues
-    must survive power loss. Worker connections use ``NORMAL``: a claim or result
-    lost to power loss only means the job runs again, which at-least-once allows.
+    Autocommit mode, WAL, a busy timeout. ``durable`` connections fsync every
+    commit (``synchronous=FULL``): enqueues must survive power loss. Worker
+    connections use ``NORMAL``: a claim or result lost to power loss only means
+    the job runs again, which at-least-once allows.
     """
-    connection = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-    )
-    try:
-        connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-    except BaseException:
-        connection.close()
-        raise
+    check_file(path)
+    with translate_errors(path):
+        connection = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+        try:
+            _schema_version(connection, path)  # refuses a foreign database before anything is written
+            _retry_busy(lambda: _enable_wal(connection))
+            _migrate(connection, path)
+            connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        except BaseException:
+            connection.close()
+            raise
     return connection
 
 
 def prepare(path: Path) -> None:
     """Check the file, create or migrate the schema. Safe when many processes race."""
-    check_file(path)
-    with translate_errors(path):
-        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        try:
-            _schema_version(connection, path)  # refuses a foreign database before anything is written
-            _retry_busy(lambda: _enable_wal(connection))
-            _migrate(connection, path)
-        finally:
-            connection.close()
+    connect(path, durable=False).close()
 
 
 def _enable_wal(connection: sqlite3.Connection) -> None:
@@ -186,7 +183,9 @@ def _schema_version(connection: sqlite3.Connection, path: Path) -> int:
     tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "queuectl_schema" not in tables:
         if tables:
-            raise StoreCorrupt(f"the store {path} is a SQLite database of another program; it was left untouched")
+            raise StoreCorrupt(
+                f"the store {path} is a SQLite database of another program; it was left untouched"
+            )
         return 0
     row = connection.execute("SELECT version FROM queuectl_schema").fetchone()
     if row is None:
