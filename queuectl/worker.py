@@ -365,22 +365,35 @@ class WorkerPool:
     # --- upkeep ----------------------------------------------------------------------------
 
     async def _upkeep_loop(self) -> None:
+        next_heartbeat = 0.0
         while True:
             await asyncio.sleep(self.settings.poll_interval)
             try:
-                await self._upkeep()
+                if time.monotonic() >= next_heartbeat:
+                    await self._heartbeat()
+                    next_heartbeat = time.monotonic() + self._heartbeat_interval()
+                else:
+                    await self._check_stop_request(await self.store.stop_requested(self.worker_id))
+                self.settings = await self.store.settings()
+                await self._recover_lapsed()
             except StoreError as error:
                 logger.warning("upkeep failed, will retry: %s", error)
             self._kill_unrenewed()
 
-    async def _upkeep(self) -> None:
-        stop_asked = await self.store.heartbeat(worker_id=self.worker_id, running=len(self._running))
-        if stop_asked and not self._stopping:  # once: a repeat would end the grace period
+    def _heartbeat_interval(self) -> float:
+        """Writes wake every idle worker of the store, so only as often as leases need."""
+        return min(self.settings.lease / 3, 10.0)
+
+    async def _heartbeat(self) -> None:
+        await self._check_stop_request(
+            await self.store.heartbeat(worker_id=self.worker_id, running=len(self._running))
+        )
+        await self._renew_leases()
+
+    async def _check_stop_request(self, asked: bool) -> None:
+        if asked and not self._stopping:  # once: a repeat would end the grace period
             logger.info("stop requested through the store")
             self.request_stop()
-        self.settings = await self.store.settings()
-        await self._renew_leases()
-        await self._recover_lapsed()
 
     async def _renew_leases(self) -> None:
         if not self._running:

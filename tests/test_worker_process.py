@@ -207,3 +207,20 @@ def test_worker_exits_nonzero_with_one_line_when_the_store_is_bad(tmp_path: Path
     assert done.returncode == 1
     assert str(bogus) in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_idle_worker_wakes_for_a_job_from_another_process(target: str, tmp_path: Path) -> None:
+    # With a one-minute poll interval, only the wake-up path can start the job quickly.
+    assert run_queuectl(target, "config", "set", "poll_interval", "60").returncode == 0
+    worker = start_worker(target, "--quiet")
+    try:
+        wait_until(
+            lambda: len(json.loads(run_queuectl(target, "worker", "list", "--json").stdout)) == 1,
+            what="the worker to register",
+        )
+        marker = tmp_path / "ran"
+        enqueue(target, f"touch {marker}")
+        wait_until(marker.exists, timeout=30, what="the job to run well within the poll interval")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert exit_code_within(worker) == 0

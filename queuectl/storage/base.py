@@ -110,6 +110,9 @@ class Store(Protocol):
     async def heartbeat(self, *, worker_id: str, running: int) -> bool:
         """Refresh a worker's registration; return ``True`` if it was asked to stop."""
 
+    async def stop_requested(self, worker_id: str) -> bool:
+        """Whether this worker was asked to stop (a read: it wakes nobody)."""
+
     async def unregister_worker(self, worker_id: str) -> None:
         """Remove a worker from the registry."""
 

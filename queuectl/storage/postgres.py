@@ -76,11 +76,19 @@ class PostgresStore:
         self._next_listen_at = 0.0
 
     @classmethod
-    async def open(cls, url: str, *, retry_for: float = 30.0, connect_timeout: float = 10.0) -> PostgresStore:
+    async def open(
+        cls,
+        url: str,
+        *,
+        retry_for: float = 30.0,
+        connect_timeout: float = 10.0,
+        command_timeout: float = 60.0,
+    ) -> PostgresStore:
         """Connect, then create or migrate the schema.
 
         ``retry_for``: how long methods keep retrying while the server is
         unreachable. ``connect_timeout``: how long one connection attempt may take.
+        ``command_timeout``: how long one statement may take (a hung connection).
         """
         if _MISSING_DRIVER is not None:
             raise StoreUnavailable(
@@ -93,6 +101,7 @@ class PostgresStore:
                 min_size=1,
                 max_size=4,
                 timeout=connect_timeout,
+                command_timeout=command_timeout,
                 reset=_keep_session,
                 server_settings=_server_settings(url),
             )
@@ -184,7 +193,7 @@ class PostgresStore:
         text = reason(error, self.url)
         if isinstance(error, (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)):
             return StoreCorrupt(f"the store at {self.where} is not a queuectl database or is damaged: {text}")
-        if isinstance(error, asyncpg.InterfaceError) and "closed" in str(error):
+        if self._closed or (isinstance(error, asyncpg.InterfaceError) and "closed" in str(error)):
             return StoreUnavailable(f"the store at {self.where} is closed")
         return StoreError(f"PostgreSQL at {self.where} failed: {text}")
 
@@ -264,7 +273,9 @@ class PostgresStore:
     async def list_jobs(
         self, *, state: JobState | None = None, queue: str | None = None, limit: int | None = None
     ) -> list[Job]:
-        rows = await self._fetch(sql.LIST_JOBS, None if state is None else state.value, queue, limit)
+        state_value = None if state is None else state.value
+        no_limit = limit is None or limit < 0  # as SQLite reads LIMIT -1
+        rows = await self._fetch(sql.LIST_JOBS, state_value, queue, None if no_limit else limit)
         return [job_from_row(row) for row in rows]
 
     async def count_jobs(self) -> dict[JobState, int]:
@@ -288,7 +299,7 @@ class PostgresStore:
     ) -> list[Claim]:
         if limit <= 0:
             return []
-        if queues is None:
+        if not queues:  # None or empty: every queue, as in the SQLite store
             rows = await self._fetch(sql.CLAIM_ANY_QUEUE, worker_id, sql.seconds(lease), limit)
         else:
             rows = await self._fetch(sql.CLAIM_QUEUES, worker_id, sql.seconds(lease), limit, list(queues))
@@ -346,7 +357,7 @@ class PostgresStore:
         rows = await self._fetch(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('pending', 'failed', 'processing')"
             " AND ($1::text[] IS NULL OR queue = ANY($1::text[]))) AS found",
-            None if queues is None else list(queues),
+            list(queues) if queues else None,
         )
         return bool(rows[0]["found"])
 
@@ -403,6 +414,10 @@ class PostgresStore:
             worker_id,
             running,
         )
+        return bool(rows and rows[0]["stop_requested"])
+
+    async def stop_requested(self, worker_id: str) -> bool:
+        rows = await self._fetch("SELECT stop_requested FROM workers WHERE id = $1", worker_id)
         return bool(rows and rows[0]["stop_requested"])
 
     async def unregister_worker(self, worker_id: str) -> None:

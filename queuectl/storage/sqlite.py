@@ -6,8 +6,6 @@ passed into the SQL, so tests can move time without sleeping.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -35,11 +33,9 @@ from queuectl.storage.sqlite_rows import (
     stored_job,
 )
 from queuectl.storage.sqlite_schema import translate_errors
+from queuectl.storage.sqlite_watch import ChangeWatcher
 
 Clock = Callable[[], float]
-
-#: How often an idle worker looks for commits by other processes (PRAGMA data_version).
-CHANGE_POLL_SECONDS = 0.005
 
 
 class SqliteStore:
@@ -50,9 +46,8 @@ class SqliteStore:
         self.clock = clock
         self._db = db
         self._durable: aiosqlite.Connection | None = None
-        self._watch: sqlite3.Connection | None = None
-        self._watched_version: int | None = None
-        self._changed = asyncio.Event()
+        self._watcher = ChangeWatcher(path)
+        self._watcher.changed()  # the baseline: changes from now on wake waiters
         self._claim_sql: dict[int, str] = {}
 
     @classmethod
@@ -84,9 +79,7 @@ class SqliteStore:
                 if connection is not None:
                     await connection.close()
             self._durable = None
-            if self._watch is not None:
-                self._watch.close()
-                self._watch = None
+            self._watcher.close()
 
     async def _durable_db(self) -> aiosqlite.Connection:
         """The connection that fsyncs each commit: used for what users hand us."""
@@ -99,8 +92,7 @@ class SqliteStore:
             return list(await self._db.execute_fetchall(sql, parameters))
 
     def _wake_local_waiters(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._watcher.wake()
 
     # --- jobs ------------------------------------------------------------------------------
 
@@ -348,6 +340,10 @@ class SqliteStore:
         )
         return bool(rows and rows[0][0])
 
+    async def stop_requested(self, worker_id: str) -> bool:
+        rows = await self._fetch("SELECT stop_requested FROM workers WHERE id = ?", (worker_id,))
+        return bool(rows and rows[0][0])
+
     async def unregister_worker(self, worker_id: str) -> None:
         await self._fetch("DELETE FROM workers WHERE id = ?", (worker_id,))
 
@@ -381,27 +377,4 @@ class SqliteStore:
     # --- wake-ups --------------------------------------------------------------------------
 
     async def wait_for_change(self, timeout: float) -> None:
-        """Poll ``PRAGMA data_version`` (cheap: no I/O) on a connection of our own.
-
-        It changes whenever another connection commits; ``add_jobs`` in this
-        process wakes waiters directly.
-        """
-        deadline = time.monotonic() + timeout
-        changed = self._changed
-        while not changed.is_set():
-            if self._data_version_changed():
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(CHANGE_POLL_SECONDS, remaining))
-
-    def _data_version_changed(self) -> bool:
-        with translate_errors(self.path):
-            if self._watch is None:
-                self._watch = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            (version,) = self._watch.execute("PRAGMA data_version").fetchone()
-        changed = self._watched_version is not None and version != self._watched_version
-        self._watched_version = version
-        return changed
+        await self._watcher.wait(timeout)

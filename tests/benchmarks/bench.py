@@ -1,0 +1,102 @@
+"""queuectl's benchmark (issue 6): queuectl against the machine's own ceilings, side by side.
+
+    python tests/benchmarks/bench.py [--quick] [--only FIGURE ...] [--no-postgres] [--postgres-url URL]
+
+or ``nox -s bench -- --quick``. Prints the machine and the command line, then one table: figure,
+queuectl's value, the reference measured in the same run, their ratio, the target, pass/FAIL.
+Absolute numbers vary on shared machines; the ratios are what to compare between runs. The
+output format is kept stable so that runs can be diffed. Full sizes take about ten minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench_common import Context, Postgres, Row, format_table, kill_everything, machine_lines, na_rows
+from bench_latency import latency_figures
+from bench_scale import scale_figures
+from bench_throughput import drain_figures, enqueue_figures, memory_figures
+
+FIGURES: dict[str, Callable[[Context], list[Row]]] = {
+    "drain": drain_figures,
+    "enqueue": enqueue_figures,
+    "latency": latency_figures,
+    "scale": scale_figures,
+    "memory": memory_figures,
+}
+POSTGRES_URL_ENV = "QUEUECTL_TEST_POSTGRES_URL"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for development (minutes less)")
+    parser.add_argument(
+        "--only", action="append", choices=list(FIGURES), metavar="NAME", help=f"one of {', '.join(FIGURES)}"
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(POSTGRES_URL_ENV),
+        help=f"a server to create scratch schemas in [default: ${POSTGRES_URL_ENV}]",
+    )
+    parser.add_argument("--rounds", type=int, help="drain rounds, best of [default: 2, --quick 1]")
+    parser.add_argument("--seed", type=int, default=6, help="seed of the probe spacing and ids")
+    parser.add_argument("--tmp", type=Path, help="where the scratch stores go [default: the system's]")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="queuectl-bench-", dir=args.tmp) as scratch:
+        postgres = Postgres(None if args.no_postgres else args.postgres_url)
+        if args.no_postgres:
+            postgres.unavailable = "--no-postgres"
+        ctx = Context(
+            tmp=Path(scratch),
+            quick=args.quick,
+            rounds=args.rounds or (1 if args.quick else 2),
+            postgres=postgres,
+            seed=args.seed,
+        )
+        print("queuectl benchmark (issue 6)")
+        for line in machine_lines(ctx, [sys.argv[0], *argv]):
+            print(line)
+        print(flush=True)
+        rows: list[Row] = []
+        try:
+            for name in args.only or list(FIGURES):
+                rows += _run_figure(name, ctx)
+        finally:
+            kill_everything()
+    print(format_table(rows))
+    print()
+    for number, note in enumerate(ctx.notes, start=1):
+        print(f"note {number}: {note}")
+    failed = sum(1 for row in rows if row.ok is False)
+    unmeasured = sum(1 for row in rows if row.na is not None)
+    print(
+        f"\n{len(rows)} figures, {failed} missing their target, {unmeasured} not measured;"
+        f" {time.monotonic() - started:.0f} s"
+    )
+    return 0
+
+
+def _run_figure(name: str, ctx: Context) -> list[Row]:
+    print(f"measuring {name} ...", file=sys.stderr, flush=True)
+    try:
+        return FIGURES[name](ctx)
+    except Exception as error:  # one broken figure must not hide the others
+        traceback.print_exc(file=sys.stderr)
+        return na_rows([(name, "-")], f"{type(error).__name__}: {error}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

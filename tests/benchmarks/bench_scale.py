@@ -1,0 +1,204 @@
+"""Figure 4: what a big SQLite store costs: one claim, ``status``, ``list``, and the drain rate.
+
+Each store holds N background rows (90 % completed, 10 % pending but scheduled a day ahead)
+plus the same DUE pending jobs that are due now, written with plain sqlite3 into the schema
+that queuectl created. A claim is timed through the store API (one job each, distinct jobs,
+released afterwards); ``status`` and ``list`` as whole ``queuectl`` processes; the drain is
+``worker start --count 4 --burst`` over the due jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench_common import BenchError, Child, Context, Row, median, ms, na_rows, per_second, queuectl_argv
+from bench_throughput import worker_argv
+
+from queuectl.models import JobState
+from queuectl.storage import sqlite_schema
+from queuectl.storage.sqlite import SqliteStore
+
+ROW_COLUMNS = (
+    "id, command, queue, priority, timeout, max_retries, run_at, state, attempts, created_at, updated_at,"
+    " started_at, finished_at, exit_code, last_error, stdout, stderr"
+)
+INSERT = f"INSERT INTO jobs ({ROW_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+
+
+@dataclass(frozen=True)
+class Costs:
+    build: float
+    claim: float  # median seconds of one claim
+    status: float  # median seconds of a whole `queuectl status`
+    listing: float  # median seconds of a whole `queuectl list`
+    drain: float  # seconds of `worker start --burst` over the due jobs
+
+
+def scale_figures(ctx: Context) -> list[Row]:
+    big = 100_000 if ctx.quick else 1_000_000
+    small = 1_000
+    due = 500 if ctx.quick else 2_000
+    claims = 50 if ctx.quick else 200
+    repeats = 3 if ctx.quick else 5
+    label = f"{big:,} vs {small:,} rows"
+    figures = [
+        (f"4 claim of 1 job: {label}", "ratio <= 1.5"),
+        (f"4 status process: {label}", "<= 0.5 s"),
+        (f"4 list process: {label}", "-"),
+        (f"4 drain --burst {due:,} due: {label}", "-"),
+    ]
+    rng = random.Random(ctx.seed)
+    try:
+        small_costs = _measure(ctx, small, due, claims, repeats, rng)
+        big_costs = _measure(ctx, big, due, claims, repeats, rng)
+    except (BenchError, sqlite3.Error, OSError) as error:
+        return na_rows(figures, str(error))
+    ctx.note(
+        f"scale: each store also holds the same {due:,} due jobs (claimed and drained);"
+        f" building the {big:,}-row store took {big_costs.build:.1f} s; status and list are medians"
+        f" of {repeats} whole processes, the claim the median of {claims} claims via SqliteStore.claim"
+    )
+    claim_ratio = big_costs.claim / small_costs.claim
+    return [
+        Row(
+            figure=figures[0][0],
+            value=f"{big_costs.claim * 1e6:.0f} us",
+            reference=f"{small_costs.claim * 1e6:.0f} us",
+            ratio=claim_ratio,
+            target=figures[0][1],
+            ok=claim_ratio <= 1.5,
+        ),
+        Row(
+            figure=figures[1][0],
+            value=f"{big_costs.status:.3f} s",
+            reference=f"{small_costs.status:.3f} s",
+            ratio=big_costs.status / small_costs.status,
+            target=figures[1][1],
+            ok=big_costs.status <= 0.5,
+        ),
+        Row(
+            figure=figures[2][0],
+            value=ms(big_costs.listing),
+            reference=ms(small_costs.listing),
+            ratio=big_costs.listing / small_costs.listing,
+        ),
+        Row(
+            figure=figures[3][0],
+            value=per_second(due, big_costs.drain),
+            reference=per_second(due, small_costs.drain),
+            ratio=small_costs.drain / big_costs.drain,
+        ),
+    ]
+
+
+def _measure(ctx: Context, background: int, due: int, claims: int, repeats: int, rng: random.Random) -> Costs:
+    path = ctx.path(f"scale-{background}.db")
+    try:
+        started = time.perf_counter()
+        build(path, background, due, rng)
+        build_seconds = time.perf_counter() - started
+        claim = asyncio.run(asyncio.wait_for(_claims(path, claims), 120))
+        target = str(path)
+        status = median([_timed(ctx, [*queuectl_argv(target), "status"]) for _ in range(repeats)])
+        listing = median([_timed(ctx, [*queuectl_argv(target), "list"]) for _ in range(repeats)])
+        child = Child(worker_argv(target, "--burst"), log=ctx.path("worker.log"))
+        drain = child.check(child.wait(120 + due / 20)).wall
+        _expect(path, background * 9 // 10 + due)
+        return Costs(build=build_seconds, claim=claim, status=status, listing=listing, drain=drain)
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _timed(ctx: Context, argv: list[str]) -> float:
+    child = Child(argv, log=ctx.path("cli.log"))
+    return child.check(child.wait(120)).wall
+
+
+def build(path: Path, background: int, due: int, rng: random.Random) -> None:
+    """The store: ``background`` rows (90 % completed, the rest pending for tomorrow) + ``due`` jobs."""
+    sqlite_schema.prepare(path)  # queuectl creates the schema
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA synchronous = OFF")
+        connection.execute("PRAGMA cache_size = -262144")  # 256 MiB: random ids make a big index
+        batch: list[tuple[Any, ...]] = []
+        for row in _rows(background, due, rng):
+            batch.append(row)
+            if len(batch) == 50_000:
+                _insert(connection, batch)
+                batch = []
+        _insert(connection, batch)
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.close()
+
+
+def _insert(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    connection.execute("BEGIN")
+    connection.executemany(INSERT, rows)
+    connection.execute("COMMIT")
+
+
+def _rows(background: int, due: int, rng: random.Random) -> Iterator[tuple[Any, ...]]:
+    now = time.time()
+    total = background + due
+    completed = background * 9 // 10
+    span = 30 * 86400.0  # created over the last 30 days, oldest first
+    for number in range(total):
+        created = now - span + span * number / total
+        job_id = _job_id(rng)
+        if number < completed:
+            yield (job_id, "true", "default", 0, None, 3, created, "completed", 1, created,
+                   created + 0.2, created + 0.1, created + 0.2, 0, None, b"", b"")  # fmt: skip
+        elif number < background:
+            yield (job_id, "true", "default", 0, None, 3, now + 86400.0, "pending", 0, created,
+                   created, None, None, None, None, None, None)  # fmt: skip
+        else:
+            yield (job_id, "true", "default", 0, None, 3, created, "pending", 0, created,
+                   created, None, None, None, None, None, None)  # fmt: skip
+
+
+def _job_id(rng: random.Random) -> str:
+    """A random UUID4-shaped id, like those queuectl makes (so the id index is as random)."""
+    digits = f"{rng.getrandbits(128):032x}"
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-a{digits[17:20]}-{digits[20:]}"
+
+
+async def _claims(path: Path, count: int) -> float:
+    """Median seconds of one ``claim(limit=1)``; every claimed job is released afterwards."""
+    store = await SqliteStore.open(path)
+    try:
+        held = []
+        times = []
+        for number in range(count + 5):
+            started = time.perf_counter()
+            claimed = await store.claim(worker_id="bench:0:claims", queues=None, limit=1, lease=300.0)
+            elapsed = time.perf_counter() - started
+            if len(claimed) != 1:
+                raise BenchError(f"claim {number} returned {len(claimed)} jobs")
+            held.extend(claimed)
+            if number >= 5:  # the first few warm the caches
+                times.append(elapsed)
+        for claim in held:
+            await store.release(claim)
+        return median(times)
+    finally:
+        await store.close()
+
+
+def _expect(path: Path, completed: int) -> None:
+    with closing(sqlite3.connect(path)) as connection:
+        (found,) = connection.execute(
+            "SELECT count(*) FROM jobs WHERE state = ?", (JobState.COMPLETED.value,)
+        ).fetchone()
+    if found != completed:
+        raise BenchError(f"expected {completed} completed jobs after the drain, found {found}")
