@@ -49,6 +49,12 @@ class _Running:
     task: asyncio.Task[None]
     lease_deadline: float  # monotonic: kill the job before this if the lease cannot be renewed
     lease_lost: bool = False
+    recording: bool = False  # the command has ended; only its result is being written
+
+    def kill(self) -> None:
+        """Cancel the command (not the writing of its result, which is conditional anyway)."""
+        if not self.recording and not self.task.done():
+            self.task.cancel()
 
 
 @dataclass
@@ -157,14 +163,18 @@ class WorkerPool:
         """Run until the mode's end condition or a stop request; return when all is put away."""
         self.settings = await self.store.settings()
         await self.store.register_worker(worker_id=self.worker_id, host=socket.gethostname(), pid=os.getpid())
-        upkeep = asyncio.create_task(self._upkeep_loop(), name="queuectl-upkeep")
+        upkeep = [
+            asyncio.create_task(self._upkeep_loop(), name="queuectl-upkeep"),
+            asyncio.create_task(self._lease_guard_loop(), name="queuectl-lease-guard"),
+        ]
         try:
             await self._recover_lapsed()
             await self._dispatch()
             await self._finish_running()
         finally:
-            upkeep.cancel()
-            await asyncio.gather(upkeep, return_exceptions=True)
+            for task in upkeep:
+                task.cancel()
+            await asyncio.gather(*upkeep, return_exceptions=True)
             await self._cancel_running()
             await self._unregister()
             self._stopped.set()
@@ -249,22 +259,26 @@ class WorkerPool:
 
     async def _run_job(self, claim: Claim) -> None:
         job = claim.job
+        running = self._running[claim.token]
         logger.info("start %s (attempt %d): %s", job.id, job.attempts, job.command)
         try:
-            result = await run_command(
-                job.command,
-                timeout=job.timeout,
-                output_limit=self.settings.output_limit,
-                kill_grace=KILL_GRACE,
-                env={"QUEUECTL_JOB_ID": job.id, "QUEUECTL_CLAIM_TOKEN": claim.token},
-            )
-        except asyncio.CancelledError:
-            await asyncio.shield(self._put_back(claim))
-            raise
+            try:
+                result = await run_command(
+                    job.command,
+                    timeout=job.timeout,
+                    output_limit=self.settings.output_limit,
+                    kill_grace=KILL_GRACE,
+                    env={"QUEUECTL_JOB_ID": job.id, "QUEUECTL_CLAIM_TOKEN": claim.token},
+                )
+            except asyncio.CancelledError:
+                await asyncio.shield(self._put_back(claim))
+                raise
+            running.recording = True
+            await self._record(claim, result)
         finally:
-            self._running.pop(claim.token, None)
+            # Only now is the slot free: shutdown waits for results still being written.
+            del self._running[claim.token]
             self._wake.set()
-        await self._record(claim, result)
 
     async def _put_back(self, claim: Claim) -> None:
         """After a cancel: release the job, unless its lease was lost (then the new holder owns it)."""
@@ -351,8 +365,8 @@ class WorkerPool:
 
     async def _cancel_running(self) -> None:
         tasks = [running.task for running in self._running.values()]
-        for task in tasks:
-            task.cancel()
+        for running in self._running.values():
+            running.kill()
         if tasks:
             await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
 
@@ -378,6 +392,12 @@ class WorkerPool:
                 await self._recover_lapsed()
             except StoreError as error:
                 logger.warning("upkeep failed, will retry: %s", error)
+
+    async def _lease_guard_loop(self) -> None:
+        """On its own timer: upkeep may be stuck retrying a store that went away."""
+        while True:
+            lease_margin = self.settings.lease * LEASE_SAFETY_FRACTION
+            await asyncio.sleep(min(self.settings.poll_interval, lease_margin / 2))
             self._kill_unrenewed()
 
     def _heartbeat_interval(self) -> float:
@@ -407,18 +427,18 @@ class WorkerPool:
         for token, running in asked:
             if token in held:
                 running.lease_deadline = renewed_at + lease
-            elif not running.task.done():
+            elif not running.recording:
                 running.lease_lost = True
-                running.task.cancel()
+                running.kill()
 
     def _kill_unrenewed(self) -> None:
         """A job whose lease could not be renewed dies before the lease runs out."""
         now = time.monotonic()
         margin = self.settings.lease * LEASE_SAFETY_FRACTION
         for running in self._running.values():
-            if now > running.lease_deadline - margin and not running.task.done():
+            if now > running.lease_deadline - margin and not running.recording:
                 running.lease_lost = True
-                running.task.cancel()
+                running.kill()
 
     async def _recover_lapsed(self) -> None:
         """Take back jobs whose worker was lost: the attempt counts, then retry or bury."""

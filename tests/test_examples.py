@@ -16,9 +16,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_embed_example_runs_end_to_end(store_target: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "embed.py"), store_target], capture_output=True, text=True, timeout=120
-    )
+    command = [sys.executable, str(EXAMPLES / "embed.py"), store_target]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "hello from an embedded worker" in done.stdout
     assert "completed=2 dead=1" in done.stdout
@@ -34,7 +33,8 @@ def test_job_files_enqueue_and_run(sqlite_target: str, name: str, count: int) ->
     enqueued = run_queuectl(sqlite_target, "enqueue-file", str(EXAMPLES / name))
     assert enqueued.returncode == 0, enqueued.stderr
     assert len(enqueued.stdout.split()) == count
-    assert run_queuectl(sqlite_target, "worker", "start", "--drain", "--count", "4", timeout=120).returncode == 0
+    drained = run_queuectl(sqlite_target, "worker", "start", "--drain", "--count", "4", timeout=120)
+    assert drained.returncode == 0
     counts = json.loads(run_queuectl(sqlite_target, "status", "--json").stdout)["jobs"]
     expected = "dead" if name in ("failing.json", "timeout.json") else "completed"
     assert counts[expected] == count
@@ -54,6 +54,9 @@ def test_public_names() -> None:
 
 
 def test_import_loads_no_driver() -> None:
-    code = "import queuectl, sys; print(sorted(m for m in ('asyncpg', 'aiosqlite', 'asyncio') if m in sys.modules))"
+    code = (
+        "import queuectl, sys;"
+        "print(sorted(m for m in ('asyncpg', 'aiosqlite', 'asyncio') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]"

@@ -53,6 +53,11 @@ def _configure_logging(verbose: int) -> None:
         handler = _StderrHandler()
         handler.setFormatter(formatter)
         logger.addHandler(handler)
+    if verbose < 2:
+        # The PostgreSQL driver logs its reconnect attempts with tracebacks; queuectl says
+        # what matters in its own words.
+        logging.getLogger("asyncpg").addHandler(logging.NullHandler())
+        logging.getLogger("asyncpg").propagate = False
 
 
 @click.group(
