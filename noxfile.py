@@ -25,3 +25,14 @@ def types(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Performance figures against this machine's ceilings (issue 6): `nox -s bench -- --quick`.
+
+    Not in the default sessions: a full run takes about ten minutes. PostgreSQL rows need
+    `--postgres-url URL` or $QUEUECTL_TEST_POSTGRES_URL. Installs the package as users get it.
+    """
+    session.install(".[postgres]")
+    session.run("python", "tests/benchmarks/bench.py", *session.posargs)

@@ -106,7 +106,12 @@ class Queue:
         if next_run_in is not None:
             from datetime import datetime, timedelta
 
-            next_run = datetime.now(UTC) + timedelta(seconds=next_run_in)
+            try:
+                next_run = datetime.now(UTC) + timedelta(seconds=next_run_in)
+            except OverflowError:
+                # A run_at in the calendar's last moment: a float of epoch seconds (SQLite) or
+                # PostgreSQL's infinity (what asyncpg makes of datetime.max) lands past it.
+                next_run = (datetime.max if next_run_in > 0 else datetime.min).replace(tzinfo=UTC)
         return QueueStatus(jobs=counts, workers=len(workers), next_run_at=next_run)
 
     # --- dead-letter queue ----------------------------------------------------------------

@@ -51,6 +51,7 @@ async def run_command(
     drain_grace: float = 0.25,
     on_start: Callable[[int], None] | None = None,
     env: Mapping[str, str] | None = None,
+    base_env: Mapping[bytes, bytes] | None = None,
 ) -> RunResult:
     """Run ``command`` with ``/bin/sh -c`` in a new session; never leave any of its processes behind.
 
@@ -60,13 +61,18 @@ async def run_command(
     (shielded) before the cancellation propagates. Spawn failures are returned, not raised.
 
     ``on_start(pid)`` is called once the shell runs; ``pid`` is also its process group id. ``env``
-    adds variables to the inherited environment (unlike ``subprocess``, it does not replace it).
+    adds variables to the inherited environment (unlike ``subprocess``, it does not replace it):
+    to ``base_env`` when given (an encoded snapshot, e.g. ``dict(os.environb)``: encoding the
+    whole environment again for every job costs more than the rest of the runner).
     """
     if output_limit < 0:
         raise ValueError(f"output_limit must be >= 0, not {output_limit}")
     loop = asyncio.get_running_loop()
     started_at = datetime.now(UTC)
-    environ = None if env is None else {**os.environ, **env}
+    environ: Mapping[bytes, bytes] | Mapping[str, str] | None = None
+    if env is not None:
+        extra = {key.encode(): value.encode() for key, value in env.items()}
+        environ = {**(os.environb if base_env is None else base_env), **extra}
     spawn = loop.create_task(
         loop.subprocess_shell(
             lambda: _Capture(loop, output_limit),

@@ -13,7 +13,7 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import MAXYEAR, MINYEAR, UTC, datetime, timedelta, timezone
 from typing import Any, NoReturn, TypeVar
 
 from queuectl.errors import InvalidInput
@@ -58,6 +58,7 @@ MAX_RETRIES_MAX = 1_000_000
 MAX_TIMEOUT = 1e9
 MAX_DURATION = 100 * 365.25 * 86400  # 100 years: anything longer is surely a mistake
 
+_GREGORIAN_CYCLE = timedelta(days=146_097)  # 400 years: a whole number of weeks
 _BOM = "\ufeff"
 _JSON_SPACE = " \t\n\r"  # what JSON itself counts as whitespace
 _MAX_LISTED_ERRORS = 20  # the CLI prints one line; keep it readable
@@ -213,15 +214,22 @@ def _to_utc(moment: datetime, what: str) -> datetime:
 
 
 def _from_local(naive: datetime, what: str) -> datetime:
+    # astimezone() looks a day either side of a naive time, which overflows on the first and
+    # last day of the calendar (9999-12-31T23:00 in Berlin is a fine 22:00Z). 400 years nearer
+    # the middle, weekdays and leap days repeat, and so do a zone's rules: ask there instead.
+    shift = {MINYEAR: _GREGORIAN_CYCLE, MAXYEAR: -_GREGORIAN_CYCLE}.get(naive.year, timedelta(0))
+    probe = naive + shift
     # fold=0: in a DST overlap the earlier of the two instants is meant.
-    aware = naive.astimezone()
+    aware = probe.astimezone()
     # A time skipped by a DST change comes back as another wall-clock time.
-    if aware.astimezone().replace(tzinfo=None) != naive:
+    if aware.astimezone().replace(tzinfo=None) != probe:
         raise InvalidInput(
             f"{what} does not exist in local time (skipped by a daylight-saving change); "
             "give an offset, e.g. +01:00, or Z"
         )
-    return aware
+    offset = aware.utcoffset()
+    assert offset is not None  # astimezone() always gives an aware time
+    return naive.replace(tzinfo=timezone(offset))
 
 
 # --- single fields ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ import asyncio
 import enum
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
@@ -33,6 +34,25 @@ KILL_GRACE = 2.0
 #: A job is killed this long before its lease runs out if the lease could not be renewed.
 LEASE_SAFETY_FRACTION = 0.2
 WORKER_LOST = "worker lost (lease expired)"
+
+#: Test-only fault injection (tests/test_faults_crash.py): with ``QUEUECTL_TEST_CRASH_AT`` set to
+#: ``claimed`` (just after a claim commits), ``spawned`` (just after a job's shell starts) or
+#: ``exited`` (after the job ended, before its result is written), the worker process SIGKILLs
+#: itself there; ``POINT:SIGSTOP`` freezes it there instead. Read once at import; unset, each point
+#: costs one falsy check.
+_CRASH_AT, _, _CRASH_SIGNAL = os.environ.get("QUEUECTL_TEST_CRASH_AT", "").partition(":")
+
+
+def _crash_at(point: str) -> None:
+    if point == _CRASH_AT:
+        os.kill(os.getpid(), signal.Signals[_CRASH_SIGNAL or "SIGKILL"])
+
+
+def _crash_on_spawn(pid: int) -> None:
+    _crash_at("spawned")
+
+
+_ON_SPAWN = _crash_on_spawn if _CRASH_AT else None
 
 
 class Mode(str, enum.Enum):
@@ -115,6 +135,7 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._base_env: dict[bytes, bytes] = {}
 
     # --- control ---------------------------------------------------------------------------
 
@@ -162,6 +183,7 @@ class WorkerPool:
     async def run(self) -> None:
         """Run until the mode's end condition or a stop request; return when all is put away."""
         self.settings = await self.store.settings()
+        self._base_env = dict(os.environb)  # jobs inherit the environment as it is when the pool starts
         await self.store.register_worker(worker_id=self.worker_id, host=socket.gethostname(), pid=os.getpid())
         upkeep = [
             asyncio.create_task(self._upkeep_loop(), name="queuectl-upkeep"),
@@ -186,6 +208,8 @@ class WorkerPool:
             if free > 0:
                 claims = await self._claim(free)
                 if claims:
+                    if _CRASH_AT:
+                        _crash_at("claimed")
                     for claim in claims:
                         self._launch(claim)
                     idle_since = time.monotonic()
@@ -268,11 +292,15 @@ class WorkerPool:
                     timeout=job.timeout,
                     output_limit=self.settings.output_limit,
                     kill_grace=KILL_GRACE,
+                    on_start=_ON_SPAWN,
                     env={"QUEUECTL_JOB_ID": job.id, "QUEUECTL_CLAIM_TOKEN": claim.token},
+                    base_env=self._base_env,
                 )
             except asyncio.CancelledError:
                 await asyncio.shield(self._put_back(claim))
                 raise
+            if _CRASH_AT:
+                _crash_at("exited")
             running.recording = True
             await self._record(claim, result)
         finally:

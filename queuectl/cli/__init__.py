@@ -9,21 +9,15 @@ the façade) happen inside commands, so ``queuectl --help`` starts fast.
 from __future__ import annotations
 
 import contextlib
-import logging
+import importlib
 import os
 import sys
-import time
-import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
 import click
 
-from queuectl.cli.dlq import dlq
-from queuectl.cli.jobs import enqueue, enqueue_file, list_jobs, logs, show, status
 from queuectl.cli.run import CliState
-from queuectl.cli.settings import config
-from queuectl.cli.workers import worker
 from queuectl.config import DB_ENV
 from queuectl.errors import QueueError
 
@@ -32,35 +26,35 @@ __all__ = ("cli", "main")
 PROG = "queuectl"
 
 
-class _StderrHandler(logging.Handler):
-    """Writes log records to whatever ``sys.stderr`` is at the time (tests swap it)."""
+#: Each command's module is imported only when that command runs: `queuectl enqueue`
+#: is a short-lived process, and importing every command would double its start-up.
+_COMMANDS = {
+    "config": ("queuectl.cli.settings", "config"),
+    "dlq": ("queuectl.cli.dlq", "dlq"),
+    "enqueue": ("queuectl.cli.jobs", "enqueue"),
+    "enqueue-file": ("queuectl.cli.jobs", "enqueue_file"),
+    "list": ("queuectl.cli.jobs", "list_jobs"),
+    "logs": ("queuectl.cli.jobs", "logs"),
+    "show": ("queuectl.cli.jobs", "show"),
+    "status": ("queuectl.cli.jobs", "status"),
+    "worker": ("queuectl.cli.workers", "worker"),
+}
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(self.format(record) + "\n")
-            sys.stderr.flush()
-        except Exception:
-            self.handleError(record)
 
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
 
-def _configure_logging(verbose: int) -> None:
-    """Only the CLI configures logging: warnings by default, -v info, -vv debug."""
-    logger = logging.getLogger("queuectl")
-    logger.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING)
-    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
-        formatter.converter = time.gmtime  # every timestamp queuectl prints is UTC
-        handler = _StderrHandler()
-        handler.setFormatter(formatter)
-        logger.addHandler(handler)
-    if verbose < 2:
-        # The PostgreSQL driver logs its reconnect attempts with tracebacks; queuectl says
-        # what matters in its own words.
-        logging.getLogger("asyncpg").addHandler(logging.NullHandler())
-        logging.getLogger("asyncpg").propagate = False
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = _COMMANDS.get(cmd_name)
+        if found is None:
+            return None
+        command: click.Command = getattr(importlib.import_module(found[0]), found[1])
+        return command
 
 
 @click.group(
+    cls=_LazyGroup,
     name=PROG,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
@@ -86,11 +80,6 @@ def cli(ctx: click.Context, db: str | None, verbose: int) -> None:
     state = ctx.ensure_object(CliState)
     state.db = db or None
     state.verbose = verbose
-    _configure_logging(verbose)
-
-
-for _command in (enqueue, enqueue_file, status, list_jobs, show, logs, dlq, config, worker):
-    cli.add_command(_command)
 
 
 def _one_line(text: str) -> str:
@@ -133,6 +122,12 @@ def _quiet_broken_pipe() -> NoReturn:
     sys.exit(1)
 
 
+def _print_traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the command line and exit; the one place errors become exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -146,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _error(error.format_message(), error.exit_code)
     except QueueError as error:
         if state.verbose >= 2:
-            traceback.print_exc()
+            _print_traceback()
         _error(str(error), error.exit_code)
     except (click.Abort, KeyboardInterrupt):
         sys.exit(130)
@@ -154,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _quiet_broken_pipe()
     except Exception as error:
         if state.verbose >= 2:
-            traceback.print_exc()
+            _print_traceback()
         detail = _one_line(f"{type(error).__name__}: {error}")
         if state.verbose < 2:
             detail += " (run with -vv for the traceback)"

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import click
 
-from queuectl.cli import render
 from queuectl.cli.run import add_jobs, with_queue
 from queuectl.errors import InvalidInput
 from queuectl.models import JobState
 
 DEFAULT_LIMIT = 100
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 STATE_CHOICE = click.Choice([state.value for state in JobState])
@@ -83,6 +83,8 @@ def enqueue(
         )
     (job,) = add_jobs([new_job])
     if as_json:
+        from queuectl.cli import render  # tables and JSON: only for commands that print them
+
         render.print_json(job.to_dict())
     else:
         click.echo(job.id)
@@ -108,6 +110,8 @@ def enqueue_file(path: str, as_json: bool) -> None:
             raise InvalidInput(f"cannot read {path}: {error.strerror or error}") from error
     new_jobs = validation.parse_jobs_document(validation.decode_input(data))
     jobs = add_jobs(new_jobs) if new_jobs else []
+    from queuectl.cli import render  # tables and JSON: only for commands that print them
+
     render.ids(jobs, as_json=as_json)
 
 
@@ -115,6 +119,8 @@ def enqueue_file(path: str, as_json: bool) -> None:
 @json_option
 def status(as_json: bool) -> None:
     """Job counts per state, live workers, next run."""
+    from queuectl.cli import render  # tables and JSON: only for commands that print them
+
     render.status(with_queue(lambda q: q.status()), as_json=as_json)
 
 
@@ -133,6 +139,8 @@ def list_jobs(state: str | None, queue: str | None, limit: int, as_json: bool) -
     """Jobs, newest first."""
     job_state = JobState(state) if state is not None else None
     jobs = with_queue(lambda q: q.list_jobs(state=job_state, queue=queue, limit=limit or None))
+    from queuectl.cli import render  # tables and JSON: only for commands that print them
+
     render.jobs(jobs, as_json=as_json)
 
 
@@ -141,6 +149,8 @@ def list_jobs(state: str | None, queue: str | None, limit: int, as_json: bool) -
 @json_option
 def show(job_id: str, as_json: bool) -> None:
     """One job: every field, and its latest attempt's output."""
+    from queuectl.cli import render  # tables and JSON: only for commands that print them
+
     render.job_details(with_queue(lambda q: q.get(job_id)), as_json=as_json)
 
 
@@ -156,6 +166,8 @@ def logs(job_id: str, as_json: bool) -> None:
     """
     job = with_queue(lambda q: q.get(job_id))
     if as_json:
+        from queuectl.cli import render  # tables and JSON: only for commands that print them
+
         render.print_json(
             {
                 "id": job.id,

@@ -65,9 +65,11 @@ def with_queue(action: Callable[[Queue], Coroutine[Any, Any, T]]) -> T:
     """
     import asyncio
 
+    from queuectl.cli.logging_setup import configure_logging
     from queuectl.queue import Queue
 
     state = cli_state()
+    configure_logging(state.verbose)
     target = state.target
     if state.uses_default_target:
         make_data_dir(target)

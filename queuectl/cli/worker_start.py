@@ -49,6 +49,9 @@ def start_command(
     if any(not queue.strip() for queue in queues):
         raise click.BadParameter("a queue name cannot be empty", param_hint="--queue")
     mode = "burst" if burst else "drain" if drain else "forever"
+    from queuectl.cli.logging_setup import configure_logging
+
+    configure_logging(cli_state().verbose)
     if not quiet:
         logging.getLogger("queuectl.worker").setLevel(logging.INFO)
     _run_pool(

@@ -286,8 +286,10 @@ class PostgresStore:
 
     async def next_run_at(self) -> float | None:
         rows = await self._fetch(
-            "SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds FROM jobs"
-            " WHERE state IN ('pending', 'failed')"
+            # Not min(run_at) - now(): asyncpg stores datetime.max as infinity, which cannot
+            # be subtracted; extract() gives it as an infinite number of seconds.
+            "SELECT (extract(epoch FROM min(run_at)) - extract(epoch FROM now()))::float8 AS seconds"
+            " FROM jobs WHERE state IN ('pending', 'failed')"
         )
         seconds = rows[0]["seconds"]
         return None if seconds is None else float(seconds)
@@ -350,7 +352,8 @@ class PostgresStore:
         return bool(await self._fetch(sql.RELEASE, claim.job.id, claim.token, self._channel))
 
     async def lapsed_claims(self) -> list[Claim]:
-        rows = await self._fetch(sql.LAPSED)
+        from datetime import UTC, datetime
+        rows = await self._fetch(sql.LAPSED, datetime.now(UTC))
         return [Claim(job=job_from_row(row), token=row["claim_token"]) for row in rows]
 
     async def has_unfinished(self, queues: Sequence[str] | None) -> bool:

@@ -239,7 +239,7 @@ SELECT pg_notify($3, 'released') FROM back
 
 LAPSED = f"""
 SELECT {CLAIM_COLUMNS} FROM jobs
-WHERE state = 'processing' AND lease_expires_at < now()
+WHERE state = 'processing' AND lease_expires_at < $1
 ORDER BY lease_expires_at, seq
 """
 

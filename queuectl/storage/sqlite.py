@@ -6,6 +6,7 @@ passed into the SQL, so tests can move time without sleeping.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ import aiosqlite
 import anyio
 
 from queuectl.config import Settings, SettingValue, format_setting
-from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict
+from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict, StoreError
 from queuectl.models import Claim, Job, JobState, NewJob, Outcome, WorkerInfo
 from queuectl.storage import sqlite_schema
 from queuectl.storage.sqlite_rows import (
@@ -37,6 +38,14 @@ from queuectl.storage.sqlite_watch import ChangeWatcher
 
 Clock = Callable[[], float]
 
+logger = logging.getLogger(__name__)
+
+#: How often, at most, a store checks the size of its WAL after recording a result. After a
+#: checkpoint that a reader blocked, the wait doubles up to ``WAL_CHECK_MAX_SECONDS``: a reader
+#: that never lets go must not hold up every writer again and again.
+WAL_CHECK_SECONDS = 1.0
+WAL_CHECK_MAX_SECONDS = 60.0
+
 
 class SqliteStore:
     """A job store in one SQLite file. Open it with ``await SqliteStore.open(path)``."""
@@ -49,6 +58,8 @@ class SqliteStore:
         self._watcher = ChangeWatcher(path)
         self._watcher.changed()  # the baseline: changes from now on wake waiters
         self._claim_sql: dict[int, str] = {}
+        self._wal_check_at = 0.0  # time.monotonic(): maintenance cadence, not job time
+        self._wal_check_every = WAL_CHECK_SECONDS
 
     @classmethod
     async def open(cls, path: Path, *, clock: Clock = time.time) -> SqliteStore:
@@ -113,12 +124,18 @@ class SqliteStore:
                         await db.execute("COMMIT")
                     except BaseException:
                         with anyio.CancelScope(shield=True):
-                            await db.execute("ROLLBACK")
+                            await self._rollback(db)
                         raise
             except sqlite3.IntegrityError as error:
                 raise await self._duplicate_error(jobs) from error
         self._wake_local_waiters()
         return [stored_job(row) for row in rows]
+
+    @staticmethod
+    async def _rollback(db: aiosqlite.Connection) -> None:
+        """Roll back unless SQLite already did (see ``sqlite_schema.rollback``)."""
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
 
     async def _duplicate_error(self, jobs: Sequence[NewJob]) -> DuplicateJob:
         ids = [job.id for job in jobs]
@@ -161,7 +178,7 @@ class SqliteStore:
         return counts
 
     async def next_run_at(self) -> float | None:
-        rows = await self._fetch("SELECT min(run_at) FROM jobs WHERE state IN ('pending', 'failed')")
+        rows = await self._fetch("SELECT min(run_at) FROM jobs INDEXED BY jobs_waiting_run_at WHERE state IN ('pending', 'failed')")
         earliest = rows[0][0]
         return None if earliest is None else earliest - self.clock()
 
@@ -175,7 +192,9 @@ class SqliteStore:
                 "UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = ?,"
                 " claim_token = lower(hex(randomblob(8))), lease_expires_at = ?, started_at = ?,"
                 " updated_at = ?"
-                " WHERE seq IN (SELECT seq FROM jobs WHERE state IN ('pending', 'failed')"
+                # SQLite keeps no statistics and would sort every waiting job; the partial index
+                # is already in claim order, so the claim reads LIMIT rows.
+                " WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_due WHERE state IN ('pending', 'failed')"
                 f" AND run_at <= ?{queue_filter}"
                 " ORDER BY priority DESC, run_at, created_at, seq LIMIT ?)"
                 f" RETURNING {CLAIM_COLUMNS}"
@@ -231,7 +250,29 @@ class SqliteStore:
                 claim.token,
             ),
         )
+        await self._limit_wal()
         return bool(rows)
+
+    async def _limit_wal(self) -> None:
+        """Keep the WAL bounded when readers starve SQLite's own checkpoints (``shrink_wal``).
+
+        Done after recording a result, the write every job makes, as SQLite runs its own
+        checkpoints after commits. Never raises: the result is already recorded.
+        """
+        if time.monotonic() < self._wal_check_at:
+            return
+        self._wal_check_at = float("inf")  # one check at a time in this process
+        completed: bool | None = False
+        try:
+            completed = await anyio.to_thread.run_sync(sqlite_schema.shrink_wal, self.path)
+        except StoreError as error:
+            logger.warning("could not checkpoint the WAL: %s", error)
+        finally:
+            if completed is False:
+                self._wal_check_every = min(self._wal_check_every * 2, WAL_CHECK_MAX_SECONDS)
+            else:
+                self._wal_check_every = WAL_CHECK_SECONDS
+            self._wal_check_at = time.monotonic() + self._wal_check_every
 
     async def release(self, claim: Claim) -> bool:
         rows = await self._fetch(
@@ -278,7 +319,7 @@ class SqliteStore:
                 await db.execute("COMMIT")
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    await db.execute("ROLLBACK")
+                    await self._rollback(db)
                 raise
         self._wake_local_waiters()
         return rows

@@ -33,10 +33,10 @@ def add_jobs_now(path: Path, jobs: Sequence[NewJob]) -> list[Job]:
                 connection.executemany(INSERT, rows)
                 connection.execute("COMMIT")
             except sqlite3.IntegrityError as error:
-                connection.execute("ROLLBACK")
+                sqlite_schema.rollback(connection)
                 raise _duplicate(connection, jobs) from error
             except BaseException:
-                connection.execute("ROLLBACK")
+                sqlite_schema.rollback(connection)  # a full disk may have rolled back already
                 raise
     finally:
         connection.close()

@@ -26,7 +26,20 @@ INSERT = (
 
 
 def moment(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+    return None if epoch is None else at(epoch)
+
+
+def at(epoch: float) -> datetime:
+    """The stored epoch seconds as an aware UTC datetime, never past the calendar's ends.
+
+    A float holds a time near year 9999 only to some 30 µs: a ``run_at`` asked for in the
+    last microseconds of 9999-12-31 is stored as a moment in year 10000, which would make
+    every read of that row fail.
+    """
+    try:
+        return datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, ValueError):
+        return (datetime.max if epoch > 0 else datetime.min).replace(tzinfo=UTC)
 
 
 def epoch(moment: datetime | None) -> float | None:
@@ -42,7 +55,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         priority=row[3],
         timeout=row[4],
         max_retries=row[5],
-        run_at=datetime.fromtimestamp(row[6], UTC),
+        run_at=at(row[6]),
         state=JobState(row[7]),
         attempts=row[8],
         created_at=datetime.fromtimestamp(row[9], UTC),
@@ -90,7 +103,7 @@ def stored_job(row: tuple[Any, ...]) -> Job:
         priority=priority,
         timeout=timeout,
         max_retries=max_retries,
-        run_at=datetime.fromtimestamp(run_at, UTC),
+        run_at=at(run_at),
         state=JobState.PENDING,
         attempts=0,
         created_at=created,

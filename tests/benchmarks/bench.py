@@ -5,7 +5,7 @@
 or ``nox -s bench -- --quick``. Prints the machine and the command line, then one table: figure,
 queuectl's value, the reference measured in the same run, their ratio, the target, pass/FAIL.
 Absolute numbers vary on shared machines; the ratios are what to compare between runs. The
-output format is kept stable so that runs can be diffed. Full sizes take about ten minutes.
+output format is kept stable so that runs can be diffed. Full sizes take 7-10 minutes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench_common import Context, Postgres, Row, format_table, kill_everything, machine_lines, na_rows
+from bench_common import (
+    Context,
+    Postgres,
+    Row,
+    describe,
+    format_table,
+    kill_everything,
+    machine_lines,
+    na_rows,
+)
 from bench_latency import latency_figures
 from bench_scale import scale_figures
 from bench_throughput import drain_figures, enqueue_figures, memory_figures
@@ -46,7 +55,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=os.environ.get(POSTGRES_URL_ENV),
         help=f"a server to create scratch schemas in [default: ${POSTGRES_URL_ENV}]",
     )
-    parser.add_argument("--rounds", type=int, help="drain rounds, best of [default: 2, --quick 1]")
+    parser.add_argument("--rounds", type=int, help="drain rounds, best of [default: 3, --quick 1]")
     parser.add_argument("--seed", type=int, default=6, help="seed of the probe spacing and ids")
     parser.add_argument("--tmp", type=Path, help="where the scratch stores go [default: the system's]")
     return parser.parse_args(argv)
@@ -62,7 +71,7 @@ def main(argv: Sequence[str]) -> int:
         ctx = Context(
             tmp=Path(scratch),
             quick=args.quick,
-            rounds=args.rounds or (1 if args.quick else 2),
+            rounds=args.rounds or (1 if args.quick else 3),
             postgres=postgres,
             seed=args.seed,
         )
@@ -72,7 +81,7 @@ def main(argv: Sequence[str]) -> int:
         print(flush=True)
         rows: list[Row] = []
         try:
-            for name in args.only or list(FIGURES):
+            for name in [name for name in FIGURES if not args.only or name in args.only]:
                 rows += _run_figure(name, ctx)
         finally:
             kill_everything()
@@ -95,7 +104,7 @@ def _run_figure(name: str, ctx: Context) -> list[Row]:
         return FIGURES[name](ctx)
     except Exception as error:  # one broken figure must not hide the others
         traceback.print_exc(file=sys.stderr)
-        return na_rows([(name, "-")], f"{type(error).__name__}: {error}")
+        return na_rows([(name, "-")], describe(error))
 
 
 if __name__ == "__main__":

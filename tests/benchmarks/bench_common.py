@@ -62,6 +62,13 @@ class Row:
         return [self.figure, self.value, self.reference, ratio, self.target, self.result]
 
 
+def describe(error: BaseException) -> str:
+    """An error as the one-line reason of an ``n/a`` row."""
+    if isinstance(error, BenchError):
+        return _one_line(str(error))
+    return _one_line(f"{type(error).__name__}: {error}")
+
+
 def na_rows(figures: Sequence[tuple[str, str]], reason: str) -> list[Row]:
     """Rows for figures that could not be measured: ``(figure, target)`` pairs."""
     return [Row(figure=name, value="n/a", target=target, na=reason) for name, target in figures]
@@ -106,17 +113,18 @@ class Finished:
 
     returncode: int
     wall: float  # seconds from just before the spawn to the reap
-    max_rss_kib: int  # wait4's ru_maxrss: the peak RSS of the process (or of a child it reaped)
-    hwm_kib: int  # the largest VmHWM read from /proc while it ran (0 if never read)
+    peak_rss_kib: int  # the last VmHWM read from /proc while it ran (0 if never read)
 
 
 _LIVE: set[int] = set()  # process groups to kill if the benchmark stops early
 
 
 class Child:
-    """A process in a session of its own, reaped with ``wait4`` to learn its peak RSS.
+    """A process in a session of its own, reaped by a thread of ours: exact exit time, bounded waits.
 
-    Every wait has a deadline; on timeout the whole process group is killed.
+    Every wait has a deadline; on timeout the whole process group is killed. Peak RSS comes from
+    polling ``VmHWM`` (it only grows): ``wait4``'s ``ru_maxrss`` would be useless here, because
+    Linux carries the spawning process's own peak across ``exec`` into the child's figure.
     """
 
     def __init__(
@@ -145,16 +153,16 @@ class Child:
                 log_file.close()
         self.pid = self.process.pid
         _LIVE.add(self.pid)
-        self._status: tuple[int, int] | None = None  # (wait status, ru_maxrss)
+        self._status: int | None = None
         self._ended = 0.0
         self._hwm = 0
         self._reaper = threading.Thread(target=self._reap, name=f"reap-{self.pid}", daemon=True)
         self._reaper.start()
 
     def _reap(self) -> None:
-        _, status, usage = os.wait4(self.pid, 0)
+        _, status = os.waitpid(self.pid, 0)
         self._ended = time.perf_counter()
-        self._status = (status, usage.ru_maxrss)
+        self._status = status
 
     @property
     def running(self) -> bool:
@@ -197,14 +205,12 @@ class Child:
 
     def _finished(self) -> Finished:
         assert self._status is not None
-        status, max_rss = self._status
-        self.process.returncode = os.waitstatus_to_exitcode(status)
-        kill_group(self.pid)  # anything the process left behind in its session
+        self.process.returncode = os.waitstatus_to_exitcode(self._status)
+        _LIVE.discard(self.pid)
         return Finished(
             returncode=self.process.returncode,
             wall=self._ended - self.started,
-            max_rss_kib=max_rss,
-            hwm_kib=self._hwm,
+            peak_rss_kib=self._hwm,
         )
 
     def what(self) -> str:
@@ -366,10 +372,17 @@ class Context:
         self._counter += 1
         return self.tmp / f"{self._counter:03d}-{name}"
 
+    def sqlite_file(self, name: str) -> Path:
+        """A path for a new SQLite store, alone in its folder (workers watch the folder)."""
+        folder = self.path(name)
+        folder.mkdir()
+        return folder / "queue.db"
+
     def sqlite_target(self, name: str) -> str:
-        path = self.path(f"{name}.db")
+        """A new SQLite store with queuectl's schema."""
         from queuectl.storage import sqlite_schema
 
+        path = self.sqlite_file(name)
         sqlite_schema.prepare(path)
         return str(path)
 

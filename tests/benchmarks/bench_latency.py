@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_common import BenchError, Child, Context, Row, median, ms, na_rows
+from bench_common import BenchError, Child, Context, Row, describe, median, ms, na_rows
 from bench_throughput import worker_argv
 
 from queuectl.models import NewJob
@@ -75,8 +75,8 @@ def _rows_for(
         else:
             with ctx.postgres.schema() as target:
                 result = _measure(ctx, target, probes, idle, rng)
-    except BenchError as error:
-        return na_rows(figures, str(error))
+    except Exception as error:
+        return na_rows(figures, describe(error))
     everything = [*result.latencies, result.after_idle]
     (median_name, median_target), (max_name, max_target), (idle_name, _), (cpu_name, cpu_target) = figures
     return [

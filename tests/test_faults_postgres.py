@@ -1,0 +1,366 @@
+"""PostgreSQL across hosts, attacked: clocks that disagree, a LISTEN connection that dies, a server
+that restarts while a worker drains the queue.
+
+Every test drives real ``queuectl worker start`` processes against the test server. The clock
+tests give one worker a wrong wall clock with libfaketime (``apt-get install faketime``) and skip,
+saying so, without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from helpers import DEADLINE, exit_code_within, lines, queuectl_env, run_queuectl, wait_until
+
+pytestmark = pytest.mark.postgres
+
+POSTGRES_URL_ENV = "QUEUECTL_TEST_POSTGRES_URL"  # as in conftest
+#: Five minutes, the skew the tests give a worker's wall clock: far more than any lease here.
+SKEW = 300.0
+
+
+# --- shared plumbing ------------------------------------------------------------------------------
+
+
+def configure(target: str, **settings: str) -> None:
+    for key, value in settings.items():
+        done = run_queuectl(target, "config", "set", key, value)
+        assert done.returncode == 0, done.stderr
+
+
+def enqueue_all(target: str, jobs: list[dict[str, Any]]) -> list[str]:
+    done = run_queuectl(target, "enqueue-file", "-", input="".join(json.dumps(job) + "\n" for job in jobs))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def all_jobs(target: str) -> list[dict[str, Any]]:
+    done = run_queuectl(target, "list", "--json", "--limit", "0")
+    assert done.returncode == 0, done.stderr
+    jobs: list[dict[str, Any]] = json.loads(done.stdout)
+    return jobs
+
+
+def admin_url() -> str:
+    """The test server itself (the ``postgres_target`` fixture has skipped if there is none)."""
+    return os.environ[POSTGRES_URL_ENV]
+
+
+def worker(
+    target: str, *args: str, log: Path, env: Mapping[str, str] | None = None, verbose: bool = False
+) -> subprocess.Popen[str]:
+    """``queuectl worker start ARGS`` in the background, its stderr in ``log``."""
+    with log.open("w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "queuectl", *(["-v"] if verbose else []), "worker", "start", *args],
+            env=queuectl_env(target, env),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[str]]]:
+    """Workers a test starts; any still running at the end are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=DEADLINE)
+
+
+def assert_clean_log(log: Path) -> None:
+    text = log.read_text()
+    assert "Traceback" not in text and "internal error" not in text, text
+
+
+def run_counts(path: Path) -> Counter[str]:
+    """Job ids appended to ``path`` by the jobs' commands, one line per run."""
+    return Counter(line.split()[0] for line in path.read_text().splitlines() if line.strip())
+
+
+# --- a wrong wall clock -----------------------------------------------------------------------------
+
+
+def libfaketime() -> str:
+    """The path of libfaketime, or a skip that says how to get it."""
+    candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+        "/usr/local/lib/faketime/libfaketimeMT.so.1",
+    ]
+    if shutil.which("dpkg"):
+        listed = subprocess.run(["dpkg", "-L", "libfaketime"], capture_output=True, text=True, check=False)
+        candidates += [line for line in listed.stdout.splitlines() if line.endswith("libfaketimeMT.so.1")]
+    for candidate in candidates:
+        if os.path.exists(candidate):
+            return candidate
+    pytest.skip("a worker with a wrong clock needs libfaketime: apt-get install faketime")
+
+
+def skewed(seconds: float) -> dict[str, str]:
+    """Environment that moves a process's wall clock by ``seconds`` (its monotonic clock stays)."""
+    env = {
+        "LD_PRELOAD": libfaketime(),
+        "FAKETIME": f"{seconds:+.0f}",
+        # A wrong wall clock leaves the monotonic clock alone; the worker times its leases with it.
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    # Make sure the preload works here: a test that silently ran with the right clock proves nothing.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import time; print(time.time())"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=DEADLINE,
+    )
+    offset = float(probe.stdout) - time.time()
+    assert abs(offset - seconds) < 30, f"libfaketime did not move the clock: {offset:+.0f}s"
+    return env
+
+
+@pytest.mark.slow
+def test_workers_whose_clocks_disagree_run_each_job_once(
+    postgres_target: str, tmp_path: Path, workers: list[subprocess.Popen[str]]
+) -> None:
+    """Leases are judged by the database's clock.
+
+    Were they judged by a host's clock, the worker five minutes ahead would take the others'
+    jobs as lapsed at once, and the one five minutes behind would write leases that the others
+    see as lapsed at once: either way long jobs would run twice.
+    """
+    clocks = {"right": {}, "behind": skewed(-SKEW), "ahead": skewed(+SKEW)}
+    # Long jobs outlast the lease, so their leases must be renewed, not just written once.
+    configure(postgres_target, lease="3", poll_interval="0.1")
+    logs = {name: tmp_path / f"worker-{name}.log" for name in clocks}
+    for name, env in clocks.items():
+        workers.append(worker(postgres_target, "--count", "2", log=logs[name], env=env))
+    pids = {name: process.pid for name, process in zip(clocks, workers, strict=True)}
+
+    def registered() -> int:
+        return len(json.loads(run_queuectl(postgres_target, "worker", "list", "--json").stdout))
+
+    wait_until(lambda: registered() == 3, what="three workers to register")
+
+    runs = tmp_path / "runs"
+    record = f'echo "$QUEUECTL_JOB_ID $PPID" >> {runs}'
+    # Six long jobs of the highest priority: each idle worker claims two, one per slot.
+    long_jobs = [{"id": f"long-{n}", "command": f"{record}; sleep 5", "priority": 9} for n in range(6)]
+    short_jobs = [{"id": f"short-{n}", "command": f"{record}; sleep 0.05"} for n in range(60)]
+    enqueue_all(postgres_target, long_jobs + short_jobs)
+
+    def finished() -> bool:
+        return all(job["state"] == "completed" for job in all_jobs(postgres_target))
+
+    wait_until(finished, timeout=120, what="every job to complete")
+    assert run_queuectl(postgres_target, "worker", "stop").returncode == 0
+    for process in workers:
+        assert exit_code_within(process) == 0
+
+    counts = run_counts(runs)
+    assert counts == Counter({job["id"]: 1 for job in long_jobs + short_jobs})
+    jobs = all_jobs(postgres_target)
+    assert {(job["attempts"], job["last_error"]) for job in jobs} == {(1, None)}
+    runners = {line.split()[0]: int(line.split()[1]) for line in runs.read_text().splitlines()}
+    for name, pid in pids.items():
+        assert any(runners[job["id"]] == pid for job in long_jobs), f"the worker {name} ran no long job"
+        assert_clean_log(logs[name])
+        assert "lease was lost" not in logs[name].read_text()
+        assert "took back" not in logs[name].read_text()
+
+
+@pytest.mark.slow
+def test_a_worker_behind_takes_back_a_lost_workers_job_after_the_lease_not_minutes_later(
+    postgres_target: str, tmp_path: Path, workers: list[subprocess.Popen[str]]
+) -> None:
+    lease = 3.0
+    configure(postgres_target, lease=f"{lease:g}", poll_interval="0.1", backoff_base="1", backoff_max="0.01")
+    runs, first = tmp_path / "runs", tmp_path / "first"
+    command = f"echo run >> {runs}; if [ ! -e {first} ]; then touch {first}; exec sleep 300; fi"
+    (job_id,) = enqueue_all(postgres_target, [{"id": "survivor", "command": command}])
+    victim = worker(postgres_target, log=tmp_path / "victim.log")
+    workers.append(victim)
+    wait_until(first.exists, what="the first attempt to start")
+    behind = worker(postgres_target, log=tmp_path / "behind.log", env=skewed(-SKEW))
+    workers.append(behind)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=DEADLINE)
+    killed_at = time.monotonic()
+
+    # Judged by its own clock, the worker behind would wait five minutes more.
+    wait_until(lambda: len(lines(runs)) >= 2, timeout=SKEW / 3, what="the job to run again")
+    taken_back_after = time.monotonic() - killed_at
+    wait_until(
+        lambda: [job["state"] for job in all_jobs(postgres_target)] == ["completed"],
+        what="the job to complete",
+    )
+    (job,) = all_jobs(postgres_target)
+    assert (job["id"], job["attempts"]) == (job_id, 2)
+    assert lines(runs) == ["run", "run"]
+    assert taken_back_after < SKEW / 3
+    behind.send_signal(signal.SIGTERM)
+    assert exit_code_within(behind) == 0
+    assert_clean_log(tmp_path / "behind.log")
+
+
+# --- the LISTEN connection --------------------------------------------------------------------------
+
+
+def schema_of(target: str) -> str:
+    return urlsplit(target).query.rpartition("search_path=")[2]
+
+
+async def listening_pids(schema: str) -> list[int]:
+    """Server pids of the sessions that LISTEN on this schema's channel."""
+    import asyncpg
+
+    connection = await asyncpg.connect(admin_url())
+    try:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND query LIKE $1 AND pid <> pg_backend_pid()",
+            f'%"queuectl_{schema}"%',
+        )
+        return [row["pid"] for row in rows]
+    finally:
+        await connection.close()
+
+
+async def terminate(pid: int) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(admin_url())
+    try:
+        assert await connection.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await connection.close()
+
+
+async def listener_other_than(schema: str, old: int | None) -> int:
+    """Wait until a session LISTENs on this schema's channel (not ``old``); its server pid."""
+    import anyio
+
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        pids = [pid for pid in await listening_pids(schema) if pid != old]
+        if pids:
+            return pids[0]
+        assert time.monotonic() < deadline, f"timed out after {DEADLINE}s waiting for a LISTEN session"
+        await anyio.sleep(0.05)
+
+
+@pytest.mark.slow
+async def test_a_killed_listen_connection_falls_back_to_polling_and_listens_again(
+    postgres_target: str, tmp_path: Path, workers: list[subprocess.Popen[str]]
+) -> None:
+    poll_interval = 6.0  # long enough to tell a NOTIFY's wake-up from a poll
+    configure(postgres_target, poll_interval=f"{poll_interval:g}")
+    schema = schema_of(postgres_target)
+    runs = tmp_path / "runs"
+    record = f'echo "$QUEUECTL_JOB_ID" >> {runs}'
+    log = tmp_path / "worker.log"
+    workers.append(worker(postgres_target, log=log, verbose=True))
+    first_listener = await listener_other_than(schema, None)
+
+    await terminate(first_listener)
+    enqueue_all(postgres_target, [{"id": "after-the-kill", "command": record}])
+    # Its NOTIFY went nowhere: the worker's next poll finds it.
+    wait_until(lambda: "after-the-kill" in lines(runs), what="polling to pick up the job")
+
+    await listener_other_than(schema, first_listener)
+    # Woken by a NOTIFY again: far sooner than its poll interval, even on a loaded machine.
+    began = time.monotonic()
+    enqueue_all(postgres_target, [{"id": "woken", "command": record}])
+    wait_until(lambda: "woken" in lines(runs), what="the NOTIFY to wake the worker")
+    assert time.monotonic() - began < poll_interval * 0.75
+    assert workers[0].poll() is None
+    workers[0].send_signal(signal.SIGTERM)
+    assert exit_code_within(workers[0]) == 0
+    assert "lost the LISTEN connection" in log.read_text()
+    assert_clean_log(log)
+
+
+# --- a server restart --------------------------------------------------------------------------------
+
+
+def local_cluster(url: str) -> tuple[str, str]:
+    """(version, name) of the cluster on this machine that serves ``url``; skip if there is none."""
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or not shutil.which("pg_lsclusters"):
+        pytest.skip("restarting the server needs a local Debian cluster (pg_lsclusters, pg_ctlcluster)")
+    if os.geteuid() != 0:
+        pytest.skip("restarting the server needs root (pg_ctlcluster)")
+    listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True)
+    for line in listed.stdout.splitlines():
+        version, name, port, *_ = line.split()
+        if int(port) == (parts.port or 5432):
+            return version, name
+    pytest.skip(f"no local cluster listens on port {parts.port or 5432}")
+
+
+def server_is_up(url: str) -> bool:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", str(parts.port or 5432)
+    return subprocess.run(["pg_isready", "-q", "-h", host, "-p", port], check=False).returncode == 0
+
+
+@pytest.fixture
+def cluster(postgres_target: str) -> Iterator[tuple[str, str]]:
+    """The local test cluster, left running whatever the test does to it."""
+    version, name = local_cluster(admin_url())
+    yield version, name
+    if not server_is_up(admin_url()):
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start"], check=False)
+        wait_until(lambda: server_is_up(admin_url()), what="the server to be back")
+
+
+@pytest.mark.slow
+def test_a_server_restart_mid_run_loses_nothing(
+    postgres_target: str, cluster: tuple[str, str], tmp_path: Path, workers: list[subprocess.Popen[str]]
+) -> None:
+    configure(postgres_target, poll_interval="0.2")
+    runs, long_started = tmp_path / "runs", tmp_path / "long-started"
+    record = f'echo "$QUEUECTL_JOB_ID" >> {runs}'
+    long_job = {"id": "long", "command": f"touch {long_started}; sleep 6; {record}", "priority": 9}
+    short_jobs = [{"id": f"short-{n}", "command": f"sleep 0.1; {record}"} for n in range(200)]
+    enqueue_all(postgres_target, [long_job, *short_jobs])
+    log = tmp_path / "worker.log"
+    drainer = worker(postgres_target, "--count", "4", "--drain", log=log)
+    workers.append(drainer)
+    wait_until(lambda: long_started.exists() and len(lines(runs)) >= 20, what="the run to be under way")
+
+    version, name = cluster
+    restart = subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert restart.returncode == 0, restart.stderr
+    runs_at_restart = len(lines(runs))
+    assert runs_at_restart < len(short_jobs), "the run ended before the restart: it proves nothing"
+    assert drainer.poll() is None, "the worker died with the server"
+
+    assert exit_code_within(drainer, timeout=120) == 0
+    counts = run_counts(runs)
+    assert counts == Counter({job["id"]: 1 for job in [long_job, *short_jobs]})
+    jobs = all_jobs(postgres_target)
+    assert Counter(job["state"] for job in jobs) == {"completed": len(short_jobs) + 1}
+    assert_clean_log(log)
+    assert "PostgreSQL" in log.read_text()  # it said what happened, in one line per event
