@@ -41,13 +41,20 @@ async def postgres_target() -> AsyncIterator[str]:
 
     url = postgres_url()
     schema = f"qt_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(url)
+
+    async def admin(statement: str) -> None:
+        # A connection each time: a test may restart the server in between.
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    await admin(f'CREATE SCHEMA "{schema}"')
     try:
-        await admin.execute(f'CREATE SCHEMA "{schema}"')
         yield with_search_path(url, schema)
     finally:
-        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await admin.close()
+        await admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture

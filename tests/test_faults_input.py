@@ -198,9 +198,6 @@ def asked_from_json(data: Mapping[str, Any]) -> Asked:
     )
 
 
-OPTION_NAMES = ("id", "queue", "priority", "timeout", "max_retries", "run_at", "delay")
-
-
 def asked_from_options(command: str, options: Mapping[str, str]) -> Asked:
     """What ``--command ... --priority ...`` option strings ask for."""
     timeout = options.get("timeout")
@@ -301,7 +298,9 @@ offsets = st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hour
 moments = st.datetimes(timezones=st.none() | st.just(UTC) | offsets)
 timestamp_text = moments.map(datetime.isoformat) | moments.map(lambda m: m.isoformat(sep=" "))
 duration_text = st.builds(
-    lambda n, unit: f"{n}{unit}", st.integers(-2, 10**6) | st.floats(0, 1e4), st.sampled_from(["", "s", "m", "h", "d"])
+    lambda n, unit: f"{n}{unit}",
+    st.integers(-2, 10**6) | st.floats(0, 1e4),
+    st.sampled_from(["", "s", "m", "h", "d"]),
 )
 integer_text = st.builds(
     lambda n, pad: f"{pad}{n}{pad}", st.integers(-(2**32), 2**32), st.sampled_from(["", " ", "\t"])
@@ -330,7 +329,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 job_objects = st.fixed_dictionaries(
@@ -352,11 +353,13 @@ job_objects = st.fixed_dictionaries(
 #: Keys no job may have: a typo, an output-only field, anything.
 stray_keys = st.sampled_from(["comand", "state", "attempts", "Command", ""]) | st.text(max_size=8)
 json_jobs = st.integers(0, 7).flatmap(
-    lambda n: json_values
-    if n == 0
-    else st.builds(lambda job, key, value: {**job, key: value}, job_objects, stray_keys, json_values)
-    if n == 1
-    else job_objects
+    lambda n: (
+        json_values
+        if n == 0
+        else st.builds(lambda job, key, value: {**job, key: value}, job_objects, stray_keys, json_values)
+        if n == 1
+        else job_objects
+    )
 )
 
 
@@ -365,13 +368,15 @@ def dumped(value: Any, ascii_only: bool) -> str:
 
 
 json_texts = st.integers(0, 5).flatmap(
-    lambda n: option_text
-    if n == 0
-    else st.builds(dumped, json_jobs, st.booleans()).flatmap(
-        lambda text: st.integers(0, len(text)).map(lambda cut: text[:cut])  # cut short
+    lambda n: (
+        option_text
+        if n == 0
+        else st.builds(dumped, json_jobs, st.booleans()).flatmap(
+            lambda text: st.integers(0, len(text)).map(lambda cut: text[:cut])  # cut short
+        )
+        if n == 1
+        else st.builds(dumped, json_jobs, st.booleans())
     )
-    if n == 1
-    else st.builds(dumped, json_jobs, st.booleans())
 )
 
 
@@ -410,8 +415,8 @@ def check_enqueue(db: Path, args: Sequence[str], asked: Asked | None) -> None:
 @given(text=json_texts)
 def test_enqueue_json_is_stored_exactly_or_refused(shared_db: Path, text: str) -> None:
     try:
-        data: Any = json.loads(text)
         parse_job_json(text)
+        data: Any = json.loads(text.removeprefix("\ufeff"))
     except (InvalidInput, ValueError, RecursionError):
         asked = None
     else:
@@ -546,7 +551,9 @@ def enqueue_json_three_ways(db: Path, tmp_path: Path, text: str) -> list[Result]
         ('{"command": "tr\tue"}', ["invalid JSON"]),  # a raw control character inside a string
     ],
 )
-def test_malformed_json_is_refused_every_way_in(db: Path, tmp_path: Path, text: str, words: list[str]) -> None:
+def test_malformed_json_is_refused_every_way_in(
+    db: Path, tmp_path: Path, text: str, words: list[str]
+) -> None:
     for result in enqueue_json_three_ways(db, tmp_path, text):
         error_line(result, 2, *words)
     assert row_count(db) == 1
@@ -596,7 +603,9 @@ def test_a_nul_in_the_command_is_refused_from_options(db: Path) -> None:
 
 
 def test_escaped_astral_characters_are_stored_as_themselves(db: Path) -> None:
-    data = succeeded(invoke("--db", str(db), "enqueue", "--json", '{"command": "echo \\ud83d\\ude00"}')).json()
+    data = succeeded(
+        invoke("--db", str(db), "enqueue", "--json", '{"command": "echo \\ud83d\\ude00"}')
+    ).json()
     assert shown(db, data["id"])["command"] == "echo \U0001f600"
 
 
@@ -607,7 +616,9 @@ def test_a_10_megabyte_command_is_refused_quickly(db: Path, tmp_path: Path) -> N
     began = time.monotonic()
     error_line(invoke("--db", str(db), "enqueue-file", str(path)), 2, "131071 bytes")
     lines = json.dumps({"command": "true"}) + "\n" + json.dumps({"command": f"echo {huge}"}) + "\n"
-    error_line(invoke("--db", str(db), "enqueue-file", "-", input=lines.encode()), 2, "line 2", "131071 bytes")
+    error_line(
+        invoke("--db", str(db), "enqueue-file", "-", input=lines.encode()), 2, "line 2", "131071 bytes"
+    )
     assert time.monotonic() - began < 30  # a refusal, not a hang: generous for a loaded machine
     assert row_count(db) == 1
 
@@ -670,7 +681,9 @@ def test_undecodable_argv_bytes_are_refused_by_a_real_process(tmp_path: Path) ->
         )
         assert done.returncode == 2, done.stderr
         assert done.stdout == b""
-        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(b"queuectl: error: "), done.stderr
+        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(b"queuectl: error: "), (
+            done.stderr
+        )
         assert b"Traceback" not in done.stderr
     assert not db.exists()
 
@@ -708,7 +721,9 @@ def test_naive_run_at_in_local_time_with_dst(db: Path, local_zone: Any, form: st
     local_zone(BERLIN)
     # Clocks jump from 02:00 to 03:00 on 2024-03-31: 02:30 never happens.
     for skipped in ("2024-03-31T02:30:00", "2024-03-31T02:00:00", "2024-03-31 02:59:59.999999"):
-        error_line(invoke("--db", str(db), "enqueue", *enqueue_at(skipped)), 2, "does not exist in local time")
+        error_line(
+            invoke("--db", str(db), "enqueue", *enqueue_at(skipped)), 2, "does not exist in local time"
+        )
     assert row_count(db) == 1
     # Either side of the gap, and the gap's time with an offset, are fine.
     assert run_at_of(db, *enqueue_at("2024-03-31T01:59:59")) == "2024-03-31T00:59:59.000000Z"

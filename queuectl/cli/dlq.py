@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from queuectl.cli import render
-from queuectl.cli.jobs import DEFAULT_LIMIT, json_option
+from queuectl.cli.jobs import json_option, limit_option
 from queuectl.cli.run import with_queue
 
 
@@ -15,13 +15,7 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=DEFAULT_LIMIT,
-    show_default=True,
-    help="Show at most this many jobs; 0 shows all.",
-)
+@limit_option
 @json_option
 def dlq_list(limit: int, as_json: bool) -> None:
     """Dead jobs, newest first (the same as `list --state dead`)."""

@@ -18,6 +18,13 @@ from queuectl.models import JobState
 DEFAULT_LIMIT = 100
 
 
+limit_option = click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    help="Show at most this many jobs; 0 shows all.",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 STATE_CHOICE = click.Choice([state.value for state in JobState])
 
@@ -127,13 +134,7 @@ def status(as_json: bool) -> None:
 @click.command("list")
 @click.option("--state", type=STATE_CHOICE, help="Only jobs in this state.")
 @click.option("--queue", metavar="NAME", help="Only jobs of this queue.")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=DEFAULT_LIMIT,
-    show_default=True,
-    help="Show at most this many jobs; 0 shows all.",
-)
+@limit_option
 @json_option
 def list_jobs(state: str | None, queue: str | None, limit: int, as_json: bool) -> None:
     """Jobs, newest first."""

@@ -139,8 +139,8 @@ def ids(jobs: Sequence[Job], *, as_json: bool) -> None:
     if as_json:
         print_json([job.to_dict() for job in jobs])
         return
-    for job in jobs:
-        click.echo(job.id)
+    if jobs:
+        sys.stdout.write("".join(f"{job.id}\n" for job in jobs))  # one write, not one per job
 
 
 # --- status, workers, settings ------------------------------------------------------------

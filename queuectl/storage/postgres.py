@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -301,10 +302,21 @@ class PostgresStore:
     ) -> list[Claim]:
         if limit <= 0:
             return []
-        if not queues:  # None or empty: every queue, as in the SQLite store
-            rows = await self._fetch(sql.CLAIM_ANY_QUEUE, worker_id, sql.seconds(lease), limit)
-        else:
-            rows = await self._fetch(sql.CLAIM_QUEUES, worker_id, sql.seconds(lease), limit, list(queues))
+        # If the connection drops after the claim committed, the retry must hand over what the
+        # first try took: else those jobs would wait out their lease and count an attempt that
+        # never ran (straight to the DLQ with max_retries 0). Their tokens start with ``prefix``.
+        prefix = f"{uuid.uuid4().hex}."
+        # None or empty: every queue, as in the SQLite store.
+        statement, only = (sql.CLAIM_QUEUES, [list(queues)]) if queues else (sql.CLAIM_ANY_QUEUE, [])
+
+        async def take(connection: Connection, retried: bool) -> list[Row]:
+            rows = await connection.fetch(sql.CLAIMED_BEFORE, worker_id, prefix) if retried else []
+            if len(rows) < limit:
+                more = limit - len(rows)
+                rows += await connection.fetch(statement, worker_id, sql.seconds(lease), more, prefix, *only)
+            return rows
+
+        rows = await self._run(take)
         # RETURNING gives no order; hand out the best job first.
         return [
             Claim(job=job_from_row(row), token=row["claim_token"]) for row in sorted(rows, key=sql.best_first)
@@ -352,8 +364,7 @@ class PostgresStore:
         return bool(await self._fetch(sql.RELEASE, claim.job.id, claim.token, self._channel))
 
     async def lapsed_claims(self) -> list[Claim]:
-        from datetime import UTC, datetime
-        rows = await self._fetch(sql.LAPSED, datetime.now(UTC))
+        rows = await self._fetch(sql.LAPSED)
         return [Claim(job=job_from_row(row), token=row["claim_token"]) for row in rows]
 
     async def has_unfinished(self, queues: Sequence[str] | None) -> bool:

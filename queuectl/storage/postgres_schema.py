@@ -192,9 +192,11 @@ WITH added AS (
 SELECT added.* FROM added, wake
 """
 
+#: ``$4`` starts the tokens of one call's claims: a retry after a lost reply finds them by it.
 _CLAIM = """
 UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = $1,
-    claim_token = gen_random_uuid()::text, lease_expires_at = now() + $2::float8 * interval '1 second',
+    claim_token = $4::text || gen_random_uuid()::text,
+    lease_expires_at = now() + $2::float8 * interval '1 second',
     started_at = now(), updated_at = now()
 WHERE id IN (
     SELECT id FROM jobs
@@ -206,7 +208,12 @@ WHERE id IN (
 RETURNING {columns}
 """
 CLAIM_ANY_QUEUE = _CLAIM.format(queue_filter="", columns=CLAIM_COLUMNS)
-CLAIM_QUEUES = _CLAIM.format(queue_filter=" AND queue = ANY($4::text[])", columns=CLAIM_COLUMNS)
+CLAIM_QUEUES = _CLAIM.format(queue_filter=" AND queue = ANY($5::text[])", columns=CLAIM_COLUMNS)
+#: What a claim whose reply was lost took: this worker's jobs with tokens of that call.
+CLAIMED_BEFORE = f"""
+SELECT {CLAIM_COLUMNS} FROM jobs
+WHERE state = 'processing' AND worker_id = $1 AND starts_with(claim_token, $2::text)
+"""
 
 RENEW = """
 UPDATE jobs SET lease_expires_at = now() + $3::float8 * interval '1 second'
@@ -239,7 +246,7 @@ SELECT pg_notify($3, 'released') FROM back
 
 LAPSED = f"""
 SELECT {CLAIM_COLUMNS} FROM jobs
-WHERE state = 'processing' AND lease_expires_at < $1
+WHERE state = 'processing' AND lease_expires_at < now()
 ORDER BY lease_expires_at, seq
 """
 

@@ -178,7 +178,9 @@ class SqliteStore:
         return counts
 
     async def next_run_at(self) -> float | None:
-        rows = await self._fetch("SELECT min(run_at) FROM jobs INDEXED BY jobs_waiting_run_at WHERE state IN ('pending', 'failed')")
+        rows = await self._fetch(
+            "SELECT min(run_at) FROM jobs INDEXED BY jobs_waiting_run_at WHERE state IN ('pending', 'failed')"
+        )
         earliest = rows[0][0]
         return None if earliest is None else earliest - self.clock()
 
