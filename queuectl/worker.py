@@ -252,11 +252,13 @@ class WorkerPool:
         """Sleep at most a poll interval, less when a scheduled job comes due sooner."""
         timeout = self.settings.poll_interval
         try:
-            due_in = await self.store.next_run_at()
+            due_in = await self.store.next_run_at(self.queues)
         except StoreError:
             due_in = None
-        if due_in is not None:
-            timeout = min(timeout, max(due_in, 0.0))
+        # A job due now that the claim did not get (another worker won it) is no reason to
+        # spin: the next change, or the poll interval, brings the next chance.
+        if due_in is not None and due_in > 0:
+            timeout = min(timeout, due_in)
         if self.idle_timeout is not None:
             timeout = min(timeout, self.idle_timeout)
         return max(timeout, 0.001)
@@ -489,5 +491,10 @@ class WorkerPool:
                 finished_at=datetime.now(UTC),
                 retry_in=retry_in,
             )
-            if await self.store.finish(claim, outcome):
+            try:
+                taken_back = await self.store.finish(claim, outcome)
+            except StoreError as error:  # the next upkeep tries again
+                logger.warning("could not take back %s from a lost worker: %s", claim.job.id, error)
+                return
+            if taken_back:
                 logger.warning("took back %s from a lost worker: %s", claim.job.id, state.value)

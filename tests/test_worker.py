@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import lines, pid_alive, wait_for, wait_until
 
 from queuectl import JobState, Queue
+from queuectl.models import Claim
 from queuectl.worker import WorkerPool
 
 
@@ -201,3 +203,20 @@ async def test_lost_worker_job_is_taken_back_and_counted(queue: Queue) -> None:
     dead = await queue.get(job.id)
     assert dead.state is JobState.DEAD and dead.attempts == 1
     assert dead.last_error == "worker lost (lease expired)"
+
+
+async def test_a_due_job_of_another_queue_does_not_make_the_pool_spin(queue: Queue) -> None:
+    await queue.set_setting("poll_interval", "0.2")
+    await queue.enqueue(command="true", queue="theirs")
+    pool = queue.pool(queues=["mine"], idle_timeout=1.0)
+    claims = 0
+    claim = queue.store.claim
+
+    async def counting_claim(**arguments: Any) -> list[Claim]:
+        nonlocal claims
+        claims += 1
+        return await claim(**arguments)
+
+    queue.store.claim = counting_claim  # type: ignore[method-assign]
+    await pool.run()
+    assert claims < 50  # a poll interval apart, not a busy loop (which makes thousands)

@@ -41,8 +41,8 @@ class Store(Protocol):
     async def count_jobs(self) -> dict[JobState, int]:
         """How many jobs are in each state (every state present, zeros too)."""
 
-    async def next_run_at(self) -> float | None:
-        """Seconds from now to the earliest ``run_at`` of a pending or failed job.
+    async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
+        """Seconds from now to the earliest ``run_at`` of a pending or failed job (in these queues).
 
         Negative or zero when one is due; ``None`` when none waits.
         """

@@ -285,12 +285,14 @@ class PostgresStore:
             counts[JobState(row["state"])] = int(row["n"])
         return counts
 
-    async def next_run_at(self) -> float | None:
+    async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
         rows = await self._fetch(
             # Not min(run_at) - now(): asyncpg stores datetime.max as infinity, which cannot
             # be subtracted; extract() gives it as an infinite number of seconds.
             "SELECT (extract(epoch FROM min(run_at)) - extract(epoch FROM now()))::float8 AS seconds"
             " FROM jobs WHERE state IN ('pending', 'failed')"
+            " AND (cardinality($1::text[]) = 0 OR queue = ANY($1::text[]))",
+            list(queues or ()),
         )
         seconds = rows[0]["seconds"]
         return None if seconds is None else float(seconds)

@@ -177,9 +177,13 @@ class SqliteStore:
             counts[JobState(state)] = count
         return counts
 
-    async def next_run_at(self) -> float | None:
+    async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
+        queue_list = list(queues or ())
+        queue_filter = f" AND queue IN ({', '.join('?' * len(queue_list))})" if queue_list else ""
         rows = await self._fetch(
-            "SELECT min(run_at) FROM jobs INDEXED BY jobs_waiting_run_at WHERE state IN ('pending', 'failed')"
+            "SELECT min(run_at) FROM jobs INDEXED BY jobs_waiting_run_at"
+            f" WHERE state IN ('pending', 'failed'){queue_filter}",
+            queue_list,
         )
         earliest = rows[0][0]
         return None if earliest is None else earliest - self.clock()
