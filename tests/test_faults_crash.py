@@ -531,13 +531,18 @@ async def test_worker_fds_threads_and_zombies_return_to_baseline(
 
     await queue.enqueue_many(batch(1000))
     await until(lambda: completed(1016), "1,000 jobs", timeout=120)
-    await until(
-        lambda: (
-            fd_count(worker.pid) <= fds and thread_count(worker.pid) <= threads and not children(worker.pid)
-        ),
-        f"fds back to {fds}, threads to {threads}, no child left"
-        f" (now {fd_count(worker.pid)}, {thread_count(worker.pid)}, {children(worker.pid)})",
-    )
+
+    def usage() -> tuple[int, int, list[str]]:
+        return fd_count(worker.pid), thread_count(worker.pid), children(worker.pid)
+
+    def settled() -> bool:
+        now_fds, now_threads, now_children = usage()
+        return now_fds <= fds and now_threads <= threads and not now_children
+
+    try:
+        await until(settled, "the worker's fds, threads and children to settle")
+    except AssertionError:
+        raise AssertionError(f"fds, threads, children: {usage()}; baseline {fds}, {threads}, []") from None
     leftovers = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
     assert leftovers.stdout == ""
     worker.send_signal(signal.SIGTERM)

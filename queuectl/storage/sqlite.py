@@ -58,6 +58,7 @@ class SqliteStore:
         self._watcher = ChangeWatcher(path)
         self._watcher.changed()  # the baseline: changes from now on wake waiters
         self._claim_sql: dict[int, str] = {}
+        self._defaults: tuple[float, Settings] | None = None  # (read at, settings) for add_jobs
         self._wal_check_at = 0.0  # time.monotonic(): maintenance cadence, not job time
         self._wal_check_every = WAL_CHECK_SECONDS
 
@@ -110,7 +111,7 @@ class SqliteStore:
     async def add_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
         if not jobs:
             return []
-        settings = await self.settings() if needs_settings(jobs) else None
+        settings = await self._enqueue_defaults() if needs_settings(jobs) else None
         rows = insert_rows(jobs, settings, self.clock())
         db = await self._durable_db()
         with translate_errors(self.path):
@@ -360,9 +361,24 @@ class SqliteStore:
 
     async def settings(self) -> Settings:
         rows = await self._fetch("SELECT key, value FROM settings")
-        return Settings.from_stored({key: value for key, value in rows})
+        settings = Settings.from_stored({key: value for key, value in rows})
+        self._defaults = (time.monotonic(), settings)
+        return settings
+
+    async def _enqueue_defaults(self) -> Settings:
+        """The settings that fill unset fields, read again after a poll interval (1 s at most).
+
+        A read per enqueue would cost a third of an embedded enqueue; settings reach
+        running workers within a poll interval, and so they reach enqueuers.
+        """
+        if self._defaults is not None:
+            read_at, settings = self._defaults
+            if time.monotonic() - read_at < min(settings.poll_interval, 1.0):
+                return settings
+        return await self.settings()
 
     async def set_setting(self, key: str, value: SettingValue) -> None:
+        self._defaults = None
         db = await self._durable_db()
         with translate_errors(self.path):
             await db.execute_fetchall(
