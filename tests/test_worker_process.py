@@ -159,13 +159,13 @@ def test_big_output_keeps_worker_memory_flat(target: str) -> None:
 
 def test_three_workers_run_each_job_exactly_once_while_jobs_arrive(target: str, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    first = [enqueue(target, f"echo {index} >> {runs}") for index in range(60)]
+    first = [enqueue(target, f"echo {index} >> {runs}") for index in range(20)]
     workers = [start_worker(target, "--count", "4", "--quiet") for _ in range(3)]
     more_file = tmp_path / "more.jsonl"
     more_file.write_text(
         "\n".join(
             json.dumps({"id": f"late-{index}", "command": f"echo late-{index} >> {runs}"})
-            for index in range(150)
+            for index in range(100)
         )
     )
     producers = [
@@ -183,12 +183,12 @@ def test_three_workers_run_each_job_exactly_once_while_jobs_arrive(target: str, 
             env=queuectl_env(target),
             stdout=subprocess.DEVNULL,
         )
-        for index in range(20)
+        for index in range(10)
     ]
     assert run_queuectl(target, "enqueue-file", str(more_file)).returncode == 0
     for producer in producers:
         assert producer.wait(timeout=60) == 0
-    total = len(first) + 150 + 20
+    total = len(first) + 100 + 10
     wait_until(lambda: len(lines(runs)) >= total, what="every job to run")
     wait_until(
         lambda: json.loads(run_queuectl(target, "status", "--json").stdout)["jobs"]["completed"] == total,

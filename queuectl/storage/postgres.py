@@ -47,6 +47,13 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: What the driver raises when the server or the connection fails.
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    ()
+    if _MISSING_DRIVER
+    else (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+)
+
 
 def _server_settings(url: str) -> dict[str, str]:
     """Name our sessions in ``pg_stat_activity``, unless the URL names them already."""
@@ -165,12 +172,18 @@ class PostgresStore:
                 try:
                     sent = True
                     return await operation(connection, maybe_applied)
+                except _DRIVER_ERRORS:
+                    # After a server restart a pooled connection can be left mid-operation
+                    # ("cannot switch to state ..."): never hand it out again.
+                    with contextlib.suppress(Exception):
+                        connection.terminate()
+                    raise
                 finally:
                     with contextlib.suppress(Exception):
                         await self._pool.release(connection)
             except QueueError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except _DRIVER_ERRORS as error:
                 if self._closed or not sql.is_transient(error):
                     raise self._error(error) from error
                 maybe_applied = maybe_applied or (sent and not sql.surely_rolled_back(error))

@@ -382,6 +382,8 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, asyncpg.InterfaceError):
         return "connection is closed" in str(error)
+    if isinstance(error, asyncpg.exceptions.InternalClientError):
+        return True  # a connection left in a broken state: a fresh one cures it
     return isinstance(
         error,
         (
