@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +33,17 @@ def with_search_path(url: str, schema: str) -> str:
     parts = urlsplit(url)
     query = f"{parts.query}&search_path={schema}" if parts.query else f"search_path={schema}"
     return urlunsplit(parts._replace(query=query))
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """In-process CLI tests run ``main()``, which configures logging as a process would: undo it."""
+    logger = logging.getLogger("queuectl")
+    saved = (logger.level, list(logger.handlers), logger.propagate)
+    yield
+    logger.setLevel(saved[0])
+    logger.handlers[:] = saved[1]
+    logger.propagate = saved[2]
 
 
 @pytest.fixture

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -90,17 +89,6 @@ def invoke(
 
 
 Cli = Callable[..., Result]
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """``main()`` configures the ``queuectl`` logger as a process would; undo it for other tests."""
-    logger = logging.getLogger("queuectl")
-    saved = (logger.level, list(logger.handlers), logger.propagate)
-    yield
-    logger.setLevel(saved[0])
-    logger.handlers[:] = saved[1]
-    logger.propagate = saved[2]
 
 
 @pytest.fixture

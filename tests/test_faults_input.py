@@ -10,7 +10,6 @@ UTF-8, a 10 MB document, a time zone given by the environment, ten processes rac
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import sqlite3
@@ -103,17 +102,6 @@ def succeeded(result: Result) -> Result:
     assert result.code == 0, (result.code, result.err)
     assert b"Traceback" not in result.err
     return result
-
-
-@pytest.fixture(autouse=True, scope="module")
-def restore_logging() -> Iterator[None]:
-    """``main()`` configures the ``queuectl`` logger as a process would; undo it for other tests."""
-    logger = logging.getLogger("queuectl")
-    saved = (logger.level, list(logger.handlers), logger.propagate)
-    yield
-    logger.setLevel(saved[0])
-    logger.handlers[:] = saved[1]
-    logger.propagate = saved[2]
 
 
 def row_count(db: Path) -> int:
