@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -101,17 +100,7 @@ class Queue:
         settings = await self.store.settings()
         counts = await self.store.count_jobs()
         workers = await self.store.list_workers(stale_after=settings.lease)
-        next_run_in = await self.store.next_run_at()
-        next_run = None
-        if next_run_in is not None:
-            from datetime import datetime, timedelta
-
-            try:
-                next_run = datetime.now(UTC) + timedelta(seconds=next_run_in)
-            except OverflowError:
-                # A run_at in the calendar's last moment: a float of epoch seconds (SQLite) or
-                # PostgreSQL's infinity (what asyncpg makes of datetime.max) lands past it.
-                next_run = (datetime.max if next_run_in > 0 else datetime.min).replace(tzinfo=UTC)
+        next_run = await self.store.earliest_run_at()
         return QueueStatus(jobs=counts, workers=len(workers), next_run_at=next_run)
 
     # --- dead-letter queue ----------------------------------------------------------------

@@ -364,3 +364,10 @@ async def test_concurrent_processes_claim_each_job_exactly_once(store: Store, st
     assert len(claimed) == total
     assert set(claimed) == {f"job-{index}" for index in range(total)}
     assert (await store.count_jobs())[JobState.PROCESSING] == total
+
+
+async def test_earliest_run_at_is_exactly_the_earliest_waiting_job(store: Store) -> None:
+    assert await store.earliest_run_at() is None
+    first = datetime(2030, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    await store.add_jobs([new("later", run_at=first + timedelta(days=1)), new("first", run_at=first)])
+    assert await store.earliest_run_at() == first

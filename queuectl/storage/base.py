@@ -8,6 +8,7 @@ the claim's token: a worker that lost its lease changes nothing and is told so
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 from queuectl.config import Settings, SettingValue
@@ -40,6 +41,9 @@ class Store(Protocol):
 
     async def count_jobs(self) -> dict[JobState, int]:
         """How many jobs are in each state (every state present, zeros too)."""
+
+    async def earliest_run_at(self) -> datetime | None:
+        """The earliest ``run_at`` of the pending and failed jobs (what ``status`` shows)."""
 
     async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
         """Seconds from now to the earliest ``run_at`` of a pending or failed job (in these queues).

@@ -18,6 +18,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio
@@ -297,6 +298,13 @@ class PostgresStore:
         for row in await self._fetch("SELECT state, count(*) AS n FROM jobs GROUP BY state"):
             counts[JobState(row["state"])] = int(row["n"])
         return counts
+
+    async def earliest_run_at(self) -> datetime | None:
+        rows = await self._fetch(
+            "SELECT min(run_at) AS earliest FROM jobs WHERE state IN ('pending', 'failed')"
+        )
+        earliest: datetime | None = rows[0]["earliest"]
+        return earliest
 
     async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
         rows = await self._fetch(

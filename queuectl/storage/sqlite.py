@@ -26,6 +26,7 @@ from queuectl.storage.sqlite_rows import (
     FULL_COLUMNS,
     INSERT,
     SUMMARY_COLUMNS,
+    at,
     claim_from_row,
     epoch,
     insert_rows,
@@ -177,6 +178,12 @@ class SqliteStore:
         for state, count in await self._fetch("SELECT state, count(*) FROM jobs GROUP BY state"):
             counts[JobState(state)] = count
         return counts
+
+    async def earliest_run_at(self) -> datetime | None:
+        rows = await self._fetch(
+            "SELECT min(run_at) FROM jobs INDEXED BY jobs_waiting_run_at WHERE state IN ('pending', 'failed')"
+        )
+        return None if rows[0][0] is None else at(rows[0][0])
 
     async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
         queue_list = list(queues or ())
