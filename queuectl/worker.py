@@ -347,10 +347,11 @@ class WorkerPool:
             return
         self._count(outcome.state)
         if outcome.state is JobState.COMPLETED:
-            logger.info("done %s in %.3fs", claim.job.id, duration)
+            logger.info("done %s in %.3fs: %s", claim.job.id, duration, claim.job.command)
         else:
-            next_step = f"retry in {outcome.retry_in:g}s" if outcome.state is JobState.FAILED else "dead"
-            logger.info("fail %s in %.3fs: %s; %s", claim.job.id, duration, outcome.error, next_step)
+            then = f"retry in {outcome.retry_in:g}s" if outcome.state is JobState.FAILED else "dead"
+            job = claim.job
+            logger.info("fail %s in %.3fs (%s; %s): %s", job.id, duration, outcome.error, then, job.command)
 
     def _outcome(self, claim: Claim, result: RunResult) -> Outcome:
         attempts = claim.job.attempts
