@@ -130,6 +130,7 @@ class WorkerPool:
         self.stats = PoolStats()
         self.settings = Settings()
         self._running: dict[str, _Running] = {}
+        self._reserved = 0  # free slots that claims in flight may fill
         self._stopping = False
         self._hard_stop = False
         self._wake = asyncio.Event()
@@ -204,14 +205,11 @@ class WorkerPool:
     async def _dispatch(self) -> None:
         idle_since = time.monotonic()
         while not self._stopping:
-            free = self.count - len(self._running)
+            free = self._free_slots()
             if free > 0:
                 claims = await self._claim(free)
                 if claims:
-                    if _CRASH_AT:
-                        _crash_at("claimed")
-                    for claim in claims:
-                        self._launch(claim)
+                    self._launch_all(claims)
                     idle_since = time.monotonic()
                     continue
                 if await self._should_exit(idle_since):
@@ -223,15 +221,21 @@ class WorkerPool:
             if self._running:
                 idle_since = time.monotonic()
 
+    def _free_slots(self) -> int:
+        return self.count - len(self._running) - self._reserved
+
     async def _claim(self, limit: int) -> list[Claim]:
+        self._reserved += limit
         try:
             return await self.store.claim(
                 worker_id=self.worker_id, queues=self.queues, limit=limit, lease=self.settings.lease
             )
         except StoreError as error:
             logger.warning("could not claim jobs: %s", error)
-            await asyncio.sleep(min(self.settings.poll_interval, 1.0))
-            return []
+        finally:
+            self._reserved -= limit
+        await asyncio.sleep(min(self.settings.poll_interval, 1.0))
+        return []
 
     async def _should_exit(self, idle_since: float) -> bool:
         if self._running:
@@ -276,6 +280,12 @@ class WorkerPool:
             await asyncio.gather(changed, woken, return_exceptions=True)
 
     # --- one job ---------------------------------------------------------------------------
+
+    def _launch_all(self, claims: list[Claim]) -> None:
+        if _CRASH_AT:
+            _crash_at("claimed")
+        for claim in claims:
+            self._launch(claim)
 
     def _launch(self, claim: Claim) -> None:
         task = asyncio.create_task(self._run_job(claim), name=f"queuectl-job-{claim.job.id}")
@@ -331,7 +341,7 @@ class WorkerPool:
         deadline = time.monotonic() + self.settings.lease
         while True:
             try:
-                accepted = await self.store.finish(claim, outcome)
+                accepted = await self._finish_and_claim_next(claim, outcome)
                 break
             except StoreError as error:
                 if time.monotonic() > deadline:
@@ -352,6 +362,29 @@ class WorkerPool:
             then = f"retry in {outcome.retry_in:g}s" if outcome.state is JobState.FAILED else "dead"
             job = claim.job
             logger.info("fail %s in %.3fs (%s; %s): %s", job.id, duration, outcome.error, then, job.command)
+
+    async def _finish_and_claim_next(self, claim: Claim, outcome: Outcome) -> bool:
+        """Record the result and, in the same round trip, claim jobs for this slot and any free one."""
+        extra = 0 if self._stopping else self._free_slots()  # this job still holds its own slot
+        limit = 0 if self._stopping else extra + 1
+        self._reserved += extra
+        try:
+            accepted, claims = await self.store.finish_and_claim(
+                claim,
+                outcome,
+                worker_id=self.worker_id,
+                queues=self.queues,
+                limit=limit,
+                lease=self.settings.lease,
+            )
+        finally:
+            self._reserved -= extra
+        if self._stopping:  # asked to stop meanwhile: nothing new starts
+            for taken in claims:
+                await self._put_back(taken)
+        elif claims:
+            self._launch_all(claims)
+        return accepted
 
     def _outcome(self, claim: Claim, result: RunResult) -> Outcome:
         attempts = claim.job.attempts

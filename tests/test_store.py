@@ -184,6 +184,53 @@ async def test_failed_job_with_no_wait_is_claimed_again(store: Store) -> None:
     assert again.job.id == "a" and again.job.attempts == 2
 
 
+async def test_finish_and_claim_records_and_hands_over_the_next_best_jobs(store: Store) -> None:
+    await store.add_jobs([new("a", priority=9), new("low"), new("high", priority=5), new("mid", priority=3)])
+    first = await claim_one(store)
+    accepted, claims = await store.finish_and_claim(
+        first, outcome(JobState.COMPLETED), worker_id="w1", queues=None, limit=2, lease=LONG_LEASE
+    )
+    assert accepted
+    assert [claim.job.id for claim in claims] == ["high", "mid"]
+    assert all(claim.job.state is JobState.PROCESSING and claim.job.attempts == 1 for claim in claims)
+    job = await store.get_job("a")
+    assert job.state is JobState.COMPLETED and job.stdout == b"out\xff"
+    assert {claim.token for claim in claims} == await store.renew(
+        worker_id="w1", tokens=[claim.token for claim in claims], lease=LONG_LEASE
+    )
+    counts = await store.count_jobs()
+    assert (counts[JobState.PENDING], counts[JobState.PROCESSING]) == (1, 2)
+
+
+async def test_finish_and_claim_respects_queues_and_limit_zero(store: Store) -> None:
+    await store.add_jobs([new("a", queue="q"), new("b", queue="q"), new("other", queue="elsewhere")])
+    first = await claim_one(store)
+    accepted, claims = await store.finish_and_claim(
+        first, outcome(JobState.DEAD), worker_id="w1", queues=["q"], limit=0, lease=LONG_LEASE
+    )
+    assert accepted and claims == []
+    assert (await store.get_job("a")).state is JobState.DEAD
+    (second,) = await store.claim(worker_id="w1", queues=["q"], limit=1, lease=LONG_LEASE)
+    accepted, claims = await store.finish_and_claim(
+        second, outcome(JobState.COMPLETED), worker_id="w1", queues=["q"], limit=5, lease=LONG_LEASE
+    )
+    assert accepted and claims == []  # "other" waits in a queue this worker does not serve
+    assert (await store.get_job("other")).state is JobState.PENDING
+
+
+async def test_finish_and_claim_with_a_lost_claim_writes_no_result_but_still_claims(store: Store) -> None:
+    await store.add_jobs([new("a"), new("b")])
+    first = await claim_one(store, lease=0.2)
+    await wait_until_lapsed(store, "a")
+    assert await store.finish(first, outcome(JobState.FAILED, error="worker lost", retry_in=3600.0))
+    accepted, claims = await store.finish_and_claim(
+        first, outcome(JobState.COMPLETED), worker_id="w1", queues=None, limit=1, lease=LONG_LEASE
+    )
+    assert accepted is False
+    assert [claim.job.id for claim in claims] == ["b"]
+    assert (await store.get_job("a")).state is JobState.FAILED
+
+
 async def test_a_late_writer_changes_nothing(store: Store) -> None:
     await store.add_jobs([new("a")])
     first = await claim_one(store, lease=0.2)

@@ -107,6 +107,23 @@ async def test_priority_order_with_one_worker(queue: Queue, tmp_path: Path) -> N
     assert lines(log) == ["high", "mid", "low", "low2"]
 
 
+async def test_count_bounds_the_commands_running_at_once(queue: Queue, tmp_path: Path) -> None:
+    # Each command marks itself running, counts the marks, and leaves. Slots are refilled both by
+    # the dispatcher and by finishing jobs (claiming in the same round trip as their result).
+    marks, seen = tmp_path / "marks", tmp_path / "seen"
+    marks.mkdir()
+    for n in range(16):
+        pause = (0.02, 0.1, 0.05, 0.0)[n % 4]
+        await queue.enqueue(
+            command=f"touch {marks}/$QUEUECTL_JOB_ID; ls {marks} | wc -l >> {seen}; sleep {pause};"
+            f" rm {marks}/$QUEUECTL_JOB_ID"
+        )
+    pool = await drain(queue, count=3)
+    counts = [int(line) for line in lines(seen)]
+    assert len(counts) == 16 and pool.stats.completed == 16
+    assert max(counts) <= 3
+
+
 async def test_scheduled_job_waits_for_its_time(queue: Queue) -> None:
     job = await queue.enqueue(command="true", delay=1.0)
     await queue.pool(mode="burst").run()  # nothing due: exits at once

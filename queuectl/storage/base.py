@@ -73,6 +73,22 @@ class Store(Protocol):
         (and writes nothing) when the claim was lost.
         """
 
+    async def finish_and_claim(
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        *,
+        worker_id: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+    ) -> tuple[bool, list[Claim]]:
+        """``finish``, then ``claim`` up to ``limit`` jobs, in one round trip to the store.
+
+        What a worker does each time a job ends, so it is one transaction: half the cost of
+        the two calls. Returns what ``finish`` and ``claim`` would.
+        """
+
     async def release(self, claim: Claim) -> bool:
         """Put a job back to ``pending`` without counting the attempt (shutdown)."""
 

@@ -325,6 +325,13 @@ class PostgresStore:
     ) -> list[Claim]:
         if limit <= 0:
             return []
+        take, _ = self._claim_work(worker_id, queues, limit, lease)
+        return _best_first(await self._run(take))
+
+    def _claim_work(
+        self, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+    ) -> tuple[Callable[[Connection, bool], Awaitable[list[Row]]], tuple[Any, ...]]:
+        """The claim as retryable work, and its arguments: worker, lease, limit, prefix(, queues)."""
         # If the connection drops after the claim committed, the retry must hand over what the
         # first try took: else those jobs would wait out their lease and count an attempt that
         # never ran (straight to the DLQ with max_retries 0). Their tokens start with ``prefix``.
@@ -339,11 +346,7 @@ class PostgresStore:
                 rows += await connection.fetch(statement, worker_id, sql.seconds(lease), more, prefix, *only)
             return rows
 
-        rows = await self._run(take)
-        # RETURNING gives no order; hand out the best job first.
-        return [
-            Claim(job=job_from_row(row), token=row["claim_token"]) for row in sorted(rows, key=sql.best_first)
-        ]
+        return take, (worker_id, sql.seconds(lease), limit, prefix, *only)
 
     async def renew(self, *, worker_id: str, tokens: Sequence[str], lease: float) -> set[str]:
         if not tokens:
@@ -352,6 +355,39 @@ class PostgresStore:
         return {row["claim_token"] for row in rows}
 
     async def finish(self, claim: Claim, outcome: Outcome) -> bool:
+        write, _ = self._finish_work(claim, outcome)
+        return await self._run(write)
+
+    async def finish_and_claim(
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        *,
+        worker_id: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+    ) -> tuple[bool, list[Claim]]:
+        if limit <= 0:
+            return await self.finish(claim, outcome), []
+        write, finish_arguments = self._finish_work(claim, outcome)
+        take, claim_arguments = self._claim_work(worker_id, queues, limit, lease)
+        statement = sql.FINISH_AND_CLAIM_QUEUES if queues else sql.FINISH_AND_CLAIM_ANY_QUEUE
+        arguments = (*claim_arguments[:4], *finish_arguments, *claim_arguments[4:])
+
+        async def both(connection: Connection, retried: bool) -> tuple[bool, list[Row]]:
+            if retried:  # the first try may have committed: each part checks on its own
+                return await write(connection, retried), await take(connection, retried)
+            rows = await connection.fetch(statement, *arguments)
+            return bool(rows[0]["finished"]), [row for row in rows if row["claim_token"] is not None]
+
+        accepted, rows = await self._run(both)
+        return accepted, _best_first(rows)
+
+    def _finish_work(
+        self, claim: Claim, outcome: Outcome
+    ) -> tuple[Callable[[Connection, bool], Awaitable[bool]], tuple[Any, ...]]:
+        """Recording the outcome as retryable work, and ``sql.FINISH``'s arguments."""
         arguments = (
             claim.job.id,
             claim.token,
@@ -381,7 +417,7 @@ class PostgresStore:
                 )
             )
 
-        return await self._run(write)
+        return write, arguments
 
     async def release(self, claim: Claim) -> bool:
         return bool(await self._fetch(sql.RELEASE, claim.job.id, claim.token, self._channel))
@@ -547,3 +583,10 @@ class PostgresStore:
             logger.info(
                 "lost the LISTEN connection to PostgreSQL at %s; polling until it is back", self.where
             )
+
+
+def _best_first(rows: list[Row]) -> list[Claim]:
+    """RETURNING gives no order; hand out the best job first."""
+    return [
+        Claim(job=job_from_row(row), token=row["claim_token"]) for row in sorted(rows, key=sql.best_first)
+    ]

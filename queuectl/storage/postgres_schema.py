@@ -209,6 +209,28 @@ RETURNING {columns}
 """
 CLAIM_ANY_QUEUE = _CLAIM.format(queue_filter="", columns=CLAIM_COLUMNS)
 CLAIM_QUEUES = _CLAIM.format(queue_filter=" AND queue = ANY($5::text[])", columns=CLAIM_COLUMNS)
+#: ``FINISH`` and a claim in one statement, one round trip: what a worker does as a job ends.
+#: Claim parameters as in ``_CLAIM`` ($1-$4, queues $16); ``FINISH``'s $1-$11 are $5-$15 here.
+#: Every part sees the statement's snapshot, so the claim cannot take the job just finished.
+_FINISH_AND_CLAIM = """
+WITH done AS (
+    UPDATE jobs SET state = $7::text, exit_code = $8, last_error = $9,
+        started_at = coalesce($10, started_at), finished_at = $11, stdout = $12, stderr = $13,
+        run_at = CASE WHEN $7::text = 'failed' THEN now() + $14::float8 * interval '1 second'
+                      ELSE run_at END,
+        worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $5 AND claim_token = $6 AND state = 'processing'
+    RETURNING 1
+), wake AS (
+    SELECT pg_notify($15, 'finished') FROM done
+), claimed AS ({claim})
+SELECT (SELECT count(*) FROM wake) AS finished, claimed.*
+FROM (VALUES (1)) AS one LEFT JOIN claimed ON true
+"""
+FINISH_AND_CLAIM_ANY_QUEUE = _FINISH_AND_CLAIM.format(claim=CLAIM_ANY_QUEUE)
+FINISH_AND_CLAIM_QUEUES = _FINISH_AND_CLAIM.format(
+    claim=_CLAIM.format(queue_filter=" AND queue = ANY($16::text[])", columns=CLAIM_COLUMNS)
+)
 #: What a claim whose reply was lost took: this worker's jobs with tokens of that call.
 CLAIMED_BEFORE = f"""
 SELECT {CLAIM_COLUMNS} FROM jobs

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
@@ -21,6 +21,7 @@ from queuectl.config import Settings, SettingValue, format_setting
 from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict, StoreError
 from queuectl.models import Claim, Job, JobState, NewJob, Outcome, WorkerInfo
 from queuectl.storage import sqlite_schema
+from queuectl.storage.sqlite_lane import Lane, fetch_all
 from queuectl.storage.sqlite_rows import (
     CLAIM_COLUMNS,
     FULL_COLUMNS,
@@ -38,6 +39,7 @@ from queuectl.storage.sqlite_schema import translate_errors
 from queuectl.storage.sqlite_watch import ChangeWatcher
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +50,35 @@ WAL_CHECK_SECONDS = 1.0
 WAL_CHECK_MAX_SECONDS = 60.0
 
 
+def _finish_statement(run_at: str) -> str:
+    return (
+        f"UPDATE jobs SET state = ?, {run_at} exit_code = ?, last_error = ?,"
+        " started_at = coalesce(?, started_at), finished_at = ?, stdout = ?, stderr = ?,"
+        " worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = ?"
+        " WHERE id = ? AND claim_token = ? AND state = 'processing' RETURNING 1"
+    )
+
+
+_FINISH = _finish_statement("")
+_FINISH_RETRY = _finish_statement("run_at = ?,")  # a failed job comes due again after its backoff
+
+
+def _best_first(rows: list[Any]) -> list[Claim]:
+    """RETURNING gives no order; hand out the best job first."""
+    claims = [claim_from_row(row) for row in rows]
+    if len(claims) > 1:
+        claims.sort(key=lambda c: (-c.job.priority, c.job.run_at, c.job.created_at))
+    return claims
+
+
 class SqliteStore:
     """A job store in one SQLite file. Open it with ``await SqliteStore.open(path)``."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection, *, clock: Clock) -> None:
+    def __init__(self, path: Path, db: aiosqlite.Connection, lane: Lane, *, clock: Clock) -> None:
         self.path = path
         self.clock = clock
         self._db = db
+        self._lane = lane  # claims and results: the worker's hot path
         self._durable: aiosqlite.Connection | None = None
         self._watcher = ChangeWatcher(path)
         self._watcher.changed()  # the baseline: changes from now on wake waiters
@@ -68,7 +92,13 @@ class SqliteStore:
         """Check, create or migrate the file, then connect. Never modifies a foreign file."""
         await anyio.to_thread.run_sync(sqlite_schema.prepare, path)
         db = await cls._connect(path, durable=False)
-        return cls(path, db, clock=clock)
+        try:
+            with translate_errors(path):
+                lane = await Lane.open(path)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(path, db, lane, clock=clock)
 
     @staticmethod
     async def _connect(path: Path, *, durable: bool) -> aiosqlite.Connection:
@@ -92,6 +122,7 @@ class SqliteStore:
                 if connection is not None:
                     await connection.close()
             self._durable = None
+            self._lane.close()
             self._watcher.close()
 
     async def _durable_db(self) -> aiosqlite.Connection:
@@ -188,7 +219,7 @@ class SqliteStore:
     async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
         queue_list = list(queues or ())
         queue_filter = f" AND queue IN ({', '.join('?' * len(queue_list))})" if queue_list else ""
-        rows = await self._fetch(
+        rows = await self._fetch_on_lane(
             "SELECT min(run_at) FROM jobs INDEXED BY jobs_waiting_run_at"
             f" WHERE state IN ('pending', 'failed'){queue_filter}",
             queue_list,
@@ -219,22 +250,38 @@ class SqliteStore:
     async def claim(
         self, *, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
     ) -> list[Claim]:
+        if limit <= 0:
+            return []
+        rows = await self._fetch_on_lane(*self._claim_parameters(worker_id, queues, limit, lease))
+        return _best_first(rows)
+
+    def _claim_parameters(
+        self, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+    ) -> tuple[str, tuple[Any, ...]]:
         now = self.clock()
         queue_list = list(queues or ())
-        rows = await self._fetch(
-            self._claim_statement(len(queue_list)),
-            (worker_id, now + lease, now, now, now, *queue_list, limit),
+        return self._claim_statement(len(queue_list)), (
+            worker_id,
+            now + lease,
+            now,
+            now,
+            now,
+            *queue_list,
+            limit,
         )
-        claims = [claim_from_row(row) for row in rows]
-        # RETURNING gives no order; hand out the best job first.
-        claims.sort(key=lambda c: (-c.job.priority, c.job.run_at, c.job.created_at))
-        return claims
+
+    async def _fetch_on_lane(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        return await self._on_lane(fetch_all(sql, tuple(parameters)))
+
+    async def _on_lane(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with translate_errors(self.path):
+            return await self._lane.run(work)
 
     async def renew(self, *, worker_id: str, tokens: Sequence[str], lease: float) -> set[str]:
         if not tokens:
             return set()
         marks = ", ".join("?" * len(tokens))
-        rows = await self._fetch(
+        rows = await self._fetch_on_lane(
             f"UPDATE jobs SET lease_expires_at = ? WHERE worker_id = ? AND state = 'processing'"
             f" AND claim_token IN ({marks}) RETURNING claim_token",
             (self.clock() + lease, worker_id, *tokens),
@@ -242,30 +289,57 @@ class SqliteStore:
         return {row[0] for row in rows}
 
     async def finish(self, claim: Claim, outcome: Outcome) -> bool:
-        now = self.clock()
-        run_at_sql = "run_at = ?," if outcome.state is JobState.FAILED else ""
-        run_at_args: tuple[float, ...] = (now + outcome.retry_in,) if outcome.state is JobState.FAILED else ()
-        rows = await self._fetch(
-            f"UPDATE jobs SET state = ?, {run_at_sql} exit_code = ?, last_error = ?,"
-            " started_at = coalesce(?, started_at), finished_at = ?, stdout = ?, stderr = ?,"
-            " worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = ?"
-            " WHERE id = ? AND claim_token = ? AND state = 'processing' RETURNING 1",
-            (
-                outcome.state.value,
-                *run_at_args,
-                outcome.exit_code,
-                outcome.error,
-                epoch(outcome.started_at),
-                epoch(outcome.finished_at),
-                outcome.stdout,
-                outcome.stderr,
-                now,
-                claim.job.id,
-                claim.token,
-            ),
-        )
+        rows = await self._fetch_on_lane(*self._finish_parameters(claim, outcome))
         await self._limit_wal()
         return bool(rows)
+
+    async def finish_and_claim(
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        *,
+        worker_id: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+    ) -> tuple[bool, list[Claim]]:
+        if limit <= 0:
+            return await self.finish(claim, outcome), []
+        finish = self._finish_parameters(claim, outcome)
+        take = self._claim_parameters(worker_id, queues, limit, lease)
+
+        def work(connection: sqlite3.Connection) -> tuple[bool, list[Any]]:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                finished = connection.execute(*finish).fetchall()
+                claimed = connection.execute(*take).fetchall()
+                connection.execute("COMMIT")
+            except BaseException:
+                sqlite_schema.rollback(connection)
+                raise
+            return bool(finished), claimed
+
+        accepted, rows = await self._on_lane(work)
+        await self._limit_wal()
+        return accepted, _best_first(rows)
+
+    def _finish_parameters(self, claim: Claim, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
+        now = self.clock()
+        failed = outcome.state is JobState.FAILED
+        sql = _FINISH_RETRY if failed else _FINISH
+        return sql, (
+            outcome.state.value,
+            *((now + outcome.retry_in,) if failed else ()),
+            outcome.exit_code,
+            outcome.error,
+            epoch(outcome.started_at),
+            epoch(outcome.finished_at),
+            outcome.stdout,
+            outcome.stderr,
+            now,
+            claim.job.id,
+            claim.token,
+        )
 
     async def _limit_wal(self) -> None:
         """Keep the WAL bounded when readers starve SQLite's own checkpoints (``shrink_wal``).
@@ -289,7 +363,7 @@ class SqliteStore:
             self._wal_check_at = time.monotonic() + self._wal_check_every
 
     async def release(self, claim: Claim) -> bool:
-        rows = await self._fetch(
+        rows = await self._fetch_on_lane(
             "UPDATE jobs SET state = 'pending', attempts = max(attempts - 1, 0), worker_id = NULL,"
             " claim_token = NULL, lease_expires_at = NULL, updated_at = ?"
             " WHERE id = ? AND claim_token = ? AND state = 'processing' RETURNING 1",
@@ -309,7 +383,7 @@ class SqliteStore:
     async def has_unfinished(self, queues: Sequence[str] | None) -> bool:
         queue_list = list(queues or ())
         queue_filter = f" AND queue IN ({', '.join('?' * len(queue_list))})" if queue_list else ""
-        rows = await self._fetch(
+        rows = await self._fetch_on_lane(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('pending', 'failed', 'processing')"
             f"{queue_filter})",
             queue_list,
