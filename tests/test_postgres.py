@@ -446,3 +446,65 @@ async def test_writes_that_committed_before_the_connection_dropped_count(
     finally:
         await store.close()
         await observer.close()
+
+
+@pytest.mark.postgres
+async def test_finish_and_claim_after_a_lost_reply_reports_both_parts(
+    postgres_target: str, proxy: Proxy
+) -> None:
+    store = await PostgresStore.open(through(proxy, postgres_target), retry_for=20)
+    observer = await PostgresStore.open(postgres_target)
+    now = datetime.now(UTC)
+    outcome = Outcome(state=JobState.COMPLETED, exit_code=0, error=None, started_at=now, finished_at=now)
+    try:
+        jobs = [new("warm", priority=9), new("first", priority=5), new("next")]
+        await store.add_jobs(jobs)
+        (warm,) = await store.claim(worker_id="w", queues=None, limit=1, lease=60)
+        # Warm up: asyncpg prepares the statement on first use, one more reply to lose.
+        accepted, (first,) = await store.finish_and_claim(
+            warm, outcome, worker_id="w", queues=None, limit=1, lease=60
+        )
+        assert accepted and first.job.id == "first"
+
+        # The statement commits, its reply is lost; the retry must report what the first try did.
+        proxy.swallow_replies = True
+        writing = asyncio.create_task(
+            store.finish_and_claim(first, outcome, worker_id="w", queues=None, limit=1, lease=60)
+        )
+        await wait_for_state(observer, "next", JobState.PROCESSING)
+        await proxy.cut()
+        await proxy.start()
+        accepted, claims = await writing
+        assert accepted is True
+        assert [claim.job.id for claim in claims] == ["next"]
+        assert await observer.finish(claims[0], outcome)  # the token handed over holds the job
+        assert (await observer.get_job("first")).state is JobState.COMPLETED
+    finally:
+        await store.close()
+        await observer.close()
+
+
+@pytest.mark.postgres
+async def test_the_relaxed_commit_of_results_ends_with_its_statement(postgres_target: str) -> None:
+    import asyncpg
+
+    from queuectl.storage import postgres_schema as sql
+
+    store = await PostgresStore.open(postgres_target)
+    try:
+        await store.add_jobs([new("a"), new("b")])
+        (claim,) = await store.claim(worker_id="w", queues=None, limit=1, lease=60)
+    finally:
+        await store.close()
+    connection = await asyncpg.connect(postgres_target)
+    try:
+        rows = await connection.fetch(
+            sql.FINISH_AND_CLAIM_ANY_QUEUE,
+            *("w", 60.0, 1, "prefix."),
+            *(claim.job.id, claim.token, "completed", 0, None, None, datetime.now(UTC), b"", b"", 0.0, "c"),
+        )
+        assert rows[0]["finished"] == 1 and rows[0]["id"] == "b"
+        # Enqueues on the same pooled connection must still wait for the WAL flush.
+        assert await connection.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await connection.close()

@@ -46,9 +46,7 @@ async def test_a_locked_store_makes_claims_wait_without_blocking_the_loop(store:
     with closing(sqlite3.connect(store.path, isolation_level=None)) as other:
         for _ in range(2):  # twice: after the first wait the lane must be back to not waiting
             other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-            claiming = asyncio.create_task(
-                store.claim(worker_id="w", queues=None, limit=1, lease=LEASE)
-            )
+            claiming = asyncio.create_task(store.claim(worker_id="w", queues=None, limit=1, lease=LEASE))
             ticks = 0
             with anyio.fail_after(30):
                 while ticks < 20:  # the loop keeps running while the claim waits for the lock

@@ -212,6 +212,9 @@ CLAIM_QUEUES = _CLAIM.format(queue_filter=" AND queue = ANY($5::text[])", column
 #: ``FINISH`` and a claim in one statement, one round trip: what a worker does as a job ends.
 #: Claim parameters as in ``_CLAIM`` ($1-$4, queues $16); ``FINISH``'s $1-$11 are $5-$15 here.
 #: Every part sees the statement's snapshot, so the claim cannot take the job just finished.
+#: Its commit does not wait for the WAL flush (``synchronous_commit`` off for this transaction
+#: only): lost to a server crash, a result or claim only means that the job runs again, which
+#: at-least-once allows. Enqueues keep the server's default.
 _FINISH_AND_CLAIM = """
 WITH done AS (
     UPDATE jobs SET state = $7::text, exit_code = $8, last_error = $9,
@@ -223,9 +226,12 @@ WITH done AS (
     RETURNING 1
 ), wake AS (
     SELECT pg_notify($15, 'finished') FROM done
-), claimed AS ({claim})
+), claimed AS ({claim}
+), relaxed AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+)
 SELECT (SELECT count(*) FROM wake) AS finished, claimed.*
-FROM (VALUES (1)) AS one LEFT JOIN claimed ON true
+FROM (SELECT 1 FROM relaxed) AS one LEFT JOIN claimed ON true
 """
 FINISH_AND_CLAIM_ANY_QUEUE = _FINISH_AND_CLAIM.format(claim=CLAIM_ANY_QUEUE)
 FINISH_AND_CLAIM_QUEUES = _FINISH_AND_CLAIM.format(
