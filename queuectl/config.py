@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from queuectl.errors import InvalidInput, InvalidSetting
+from queuectl.records import Record, set_field
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SettingValue = int | float | None
 
@@ -62,12 +64,21 @@ def _parse_output_limit(text: str) -> SettingValue:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class SettingSpec:
+class SettingSpec(Record):
+    __slots__ = ("key", "parse", "default", "help")  # noqa: RUF023 (field order)
+
     key: str
     parse: Callable[[str], SettingValue]
     default: SettingValue
     help: str
+
+    def __init__(
+        self, key: str, parse: Callable[[str], SettingValue], default: SettingValue, help: str
+    ) -> None:
+        set_field(self, "key", key)
+        set_field(self, "parse", parse)
+        set_field(self, "default", default)
+        set_field(self, "help", help)
 
 
 SETTINGS: dict[str, SettingSpec] = {
@@ -103,17 +114,45 @@ def parse_setting(key: str, text: str) -> SettingValue:
         raise InvalidSetting(f"bad value {text!r} for {key}: {error} ({spec.help})") from None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Settings:
+class Settings(Record):
     """Typed settings, as a worker uses them."""
 
-    max_retries: int = 3
-    backoff_base: float = 2.0
-    backoff_max: float = 3600.0
-    default_timeout: float | None = None
-    poll_interval: float = 0.5
-    lease: float = 30.0
-    output_limit: int = 65536
+    __slots__ = (  # noqa: RUF023 (field order)
+        "max_retries",
+        "backoff_base",
+        "backoff_max",
+        "default_timeout",
+        "poll_interval",
+        "lease",
+        "output_limit",
+    )
+
+    max_retries: int
+    backoff_base: float
+    backoff_max: float
+    default_timeout: float | None
+    poll_interval: float
+    lease: float
+    output_limit: int
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = 3,
+        backoff_base: float = 2.0,
+        backoff_max: float = 3600.0,
+        default_timeout: float | None = None,
+        poll_interval: float = 0.5,
+        lease: float = 30.0,
+        output_limit: int = 65536,
+    ) -> None:
+        set_field(self, "max_retries", max_retries)
+        set_field(self, "backoff_base", backoff_base)
+        set_field(self, "backoff_max", backoff_max)
+        set_field(self, "default_timeout", default_timeout)
+        set_field(self, "poll_interval", poll_interval)
+        set_field(self, "lease", lease)
+        set_field(self, "output_limit", output_limit)
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, str]) -> Settings:
@@ -128,7 +167,7 @@ class Settings:
         return cls(**values)
 
     def to_dict(self) -> dict[str, SettingValue]:
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 def format_setting(value: SettingValue) -> str:
@@ -150,6 +189,8 @@ def default_target() -> str:
     from_env = os.environ.get(DB_ENV)
     if from_env:
         return from_env
+    from pathlib import Path  # not at import: `import queuectl` stays light
+
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(data_home) / "queuectl" / "queue.db")
 
@@ -160,6 +201,8 @@ def is_postgres_target(target: str) -> bool:
 
 def sqlite_path(target: str) -> Path:
     """The file of a SQLite target: a plain path or ``sqlite:///path``."""
+    from pathlib import Path  # not at import: `import queuectl` stays light
+
     if target.startswith("sqlite://"):
         rest = target[len("sqlite://") :]
         if not rest.startswith("/"):

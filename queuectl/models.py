@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from queuectl.records import Record, set_field
 
 
 class JobState(str, enum.Enum):
@@ -46,8 +47,7 @@ def isoformat(moment: datetime | None) -> str | None:
     return text.replace("+00:00", "Z")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class NewJob:
+class NewJob(Record):
     """A validated job on its way into the store.
 
     ``timeout`` and ``max_retries`` may be ``UNSET``: the store's settings
@@ -55,19 +55,70 @@ class NewJob:
     ``run_at`` of ``None`` means "now"; ``delay`` is seconds from now.
     """
 
+    __slots__ = (  # noqa: RUF023 (field order)
+        "id",
+        "command",
+        "queue",
+        "priority",
+        "timeout",
+        "max_retries",
+        "run_at",
+        "delay",
+    )
+
     id: str
     command: str
-    queue: str = "default"
-    priority: int = 0
-    timeout: float | Unset | None = UNSET
-    max_retries: int | Unset = UNSET
-    run_at: datetime | None = None
-    delay: float | None = None
+    queue: str
+    priority: int
+    timeout: float | Unset | None
+    max_retries: int | Unset
+    run_at: datetime | None
+    delay: float | None
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        command: str,
+        queue: str = "default",
+        priority: int = 0,
+        timeout: float | Unset | None = UNSET,
+        max_retries: int | Unset = UNSET,
+        run_at: datetime | None = None,
+        delay: float | None = None,
+    ) -> None:
+        set_field(self, "id", id)
+        set_field(self, "command", command)
+        set_field(self, "queue", queue)
+        set_field(self, "priority", priority)
+        set_field(self, "timeout", timeout)
+        set_field(self, "max_retries", max_retries)
+        set_field(self, "run_at", run_at)
+        set_field(self, "delay", delay)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Job:
+class Job(Record):
     """A job as stored. Timestamps are aware UTC datetimes."""
+
+    __slots__ = (  # noqa: RUF023 (field order)
+        "id",
+        "command",
+        "queue",
+        "priority",
+        "timeout",
+        "max_retries",
+        "run_at",
+        "state",
+        "attempts",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "last_error",
+        "stdout",
+        "stderr",
+    )
 
     id: str
     command: str
@@ -80,12 +131,51 @@ class Job:
     attempts: int
     created_at: datetime
     updated_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    exit_code: int | None = None
-    last_error: str | None = None
-    stdout: bytes = b""
-    stderr: bytes = b""
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    last_error: str | None
+    stdout: bytes
+    stderr: bytes
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        command: str,
+        queue: str,
+        priority: int,
+        timeout: float | None,
+        max_retries: int,
+        run_at: datetime,
+        state: JobState,
+        attempts: int,
+        created_at: datetime,
+        updated_at: datetime,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+        exit_code: int | None = None,
+        last_error: str | None = None,
+        stdout: bytes = b"",
+        stderr: bytes = b"",
+    ) -> None:
+        set_field(self, "id", id)
+        set_field(self, "command", command)
+        set_field(self, "queue", queue)
+        set_field(self, "priority", priority)
+        set_field(self, "timeout", timeout)
+        set_field(self, "max_retries", max_retries)
+        set_field(self, "run_at", run_at)
+        set_field(self, "state", state)
+        set_field(self, "attempts", attempts)
+        set_field(self, "created_at", created_at)
+        set_field(self, "updated_at", updated_at)
+        set_field(self, "started_at", started_at)
+        set_field(self, "finished_at", finished_at)
+        set_field(self, "exit_code", exit_code)
+        set_field(self, "last_error", last_error)
+        set_field(self, "stdout", stdout)
+        set_field(self, "stderr", stderr)
 
     def to_dict(self, *, with_output: bool = False) -> dict[str, Any]:
         """The job as the JSON object the CLI prints (``show`` adds the output)."""
@@ -112,35 +202,77 @@ class Job:
         return data
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Claim:
+class Claim(Record):
     """A job a worker holds. ``token`` guards every write the worker makes for it."""
+
+    __slots__ = ("job", "token")
 
     job: Job
     token: str
 
+    def __init__(
+        self,
+        *,
+        job: Job,
+        token: str,
+    ) -> None:
+        set_field(self, "job", job)
+        set_field(self, "token", token)
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Outcome:
+
+class Outcome(Record):
     """What to record when an attempt ends.
 
     ``state`` is ``completed``, ``failed`` (retried ``retry_in`` seconds from
     now) or ``dead``. The retry policy decides it; the store only writes it.
     """
 
+    __slots__ = (  # noqa: RUF023 (field order)
+        "state",
+        "exit_code",
+        "error",
+        "started_at",
+        "finished_at",
+        "stdout",
+        "stderr",
+        "retry_in",
+    )
+
     state: JobState
     exit_code: int | None
     error: str | None
     started_at: datetime | None
     finished_at: datetime
-    stdout: bytes = b""
-    stderr: bytes = b""
-    retry_in: float = 0.0
+    stdout: bytes
+    stderr: bytes
+    retry_in: float
+
+    def __init__(
+        self,
+        *,
+        state: JobState,
+        exit_code: int | None,
+        error: str | None,
+        started_at: datetime | None,
+        finished_at: datetime,
+        stdout: bytes = b"",
+        stderr: bytes = b"",
+        retry_in: float = 0.0,
+    ) -> None:
+        set_field(self, "state", state)
+        set_field(self, "exit_code", exit_code)
+        set_field(self, "error", error)
+        set_field(self, "started_at", started_at)
+        set_field(self, "finished_at", finished_at)
+        set_field(self, "stdout", stdout)
+        set_field(self, "stderr", stderr)
+        set_field(self, "retry_in", retry_in)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class WorkerInfo:
+class WorkerInfo(Record):
     """One registered ``worker start`` process."""
+
+    __slots__ = ("id", "host", "pid", "started_at", "heartbeat_at", "running")  # noqa: RUF023 (field order)
 
     id: str
     host: str
@@ -148,6 +280,23 @@ class WorkerInfo:
     started_at: datetime
     heartbeat_at: datetime
     running: int
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        host: str,
+        pid: int,
+        started_at: datetime,
+        heartbeat_at: datetime,
+        running: int,
+    ) -> None:
+        set_field(self, "id", id)
+        set_field(self, "host", host)
+        set_field(self, "pid", pid)
+        set_field(self, "started_at", started_at)
+        set_field(self, "heartbeat_at", heartbeat_at)
+        set_field(self, "running", running)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,13 +309,25 @@ class WorkerInfo:
         }
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class QueueStatus:
+class QueueStatus(Record):
     """What ``queuectl status`` shows."""
+
+    __slots__ = ("jobs", "workers", "next_run_at")  # noqa: RUF023 (field order)
 
     jobs: dict[JobState, int]
     workers: int
     next_run_at: datetime | None
+
+    def __init__(
+        self,
+        *,
+        jobs: dict[JobState, int],
+        workers: int,
+        next_run_at: datetime | None,
+    ) -> None:
+        set_field(self, "jobs", jobs)
+        set_field(self, "workers", workers)
+        set_field(self, "next_run_at", next_run_at)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,22 +1,35 @@
-"""Untrusted input -> ``NewJob``: strict JSON, job fields, durations and timestamps.
+"""Untrusted input -> ``NewJob``: strict JSON, whole jobs and job files.
 
 Everything here is pure: no I/O, no store. Every refusal is an ``InvalidInput``
 (exit 2) whose message is one line naming the field and what would be right.
+The checks of single fields, durations and timestamps live in ``job_fields``.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
-import re
-import unicodedata
 import uuid
-from collections.abc import Callable, Mapping
-from datetime import MAXYEAR, MINYEAR, UTC, datetime, timedelta, timezone
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 from queuectl.errors import InvalidInput
+from queuectl.job_fields import (
+    MAX_COMMAND_BYTES,
+    check_command,
+    check_delay,
+    check_id,
+    check_max_retries,
+    check_priority,
+    check_queue,
+    check_run_at,
+    check_timeout,
+    clip,
+    job_from_options,
+    parse_duration,
+    parse_timestamp,
+    show,
+)
 from queuectl.models import UNSET, NewJob
 
 __all__ = [
@@ -49,27 +62,9 @@ OUTPUT_FIELDS = frozenset(
     }
 )
 
-#: Linux refuses one argv string of MAX_ARG_STRLEN (131072) bytes or more: the
-#: limit counts the terminating NUL, so a longer command could never be started.
-MAX_COMMAND_BYTES = 131071
-MAX_NAME_CHARS = 200
-PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
-MAX_RETRIES_MAX = 1_000_000
-MAX_TIMEOUT = 1e9
-MAX_DURATION = 100 * 365.25 * 86400  # 100 years: anything longer is surely a mistake
-
-_GREGORIAN_CYCLE = timedelta(days=146_097)  # 400 years: a whole number of weeks
 _BOM = "\ufeff"
 _JSON_SPACE = " \t\n\r"  # what JSON itself counts as whitespace
 _MAX_LISTED_ERRORS = 20  # the CLI prints one line; keep it readable
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION_RE = re.compile(r"([+-]?)([0-9]+(?:\.[0-9]+)?|\.[0-9]+)([smhd]?)")
-_INT_RE = re.compile(r"[+-]?[0-9]+")
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-_T = TypeVar("_T")
-_D = TypeVar("_D")
-_DURATION_FORMS = "seconds (30, 1.5) or a number with a unit s, m, h or d (30s, 5m, 1.5h, 1d)"
-_TIMESTAMP_EXAMPLES = "e.g. 2024-05-01T12:00:00Z or 2024-05-01T14:00:00+02:00 (no offset = local time)"
 
 
 # --- strict JSON ------------------------------------------------------------------------
@@ -118,7 +113,7 @@ def _refuse_constant(name: str) -> NoReturn:
 def _finite_float(text: str) -> float:
     value = float(text)
     if math.isinf(value):
-        raise InvalidInput(f"invalid JSON: the number {_clip(text)} is too large")
+        raise InvalidInput(f"invalid JSON: the number {clip(text)} is too large")
     return value
 
 
@@ -126,7 +121,7 @@ def _bounded_int(text: str) -> int:
     try:
         return int(text)
     except ValueError:  # Python refuses to convert integers of more than 4300 digits
-        raise InvalidInput(f"invalid JSON: the integer {_clip(text)} has too many digits") from None
+        raise InvalidInput(f"invalid JSON: the integer {clip(text)} has too many digits") from None
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -134,7 +129,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in result:
             # The last value would silently win: refuse instead of guessing.
-            raise InvalidInput(f"invalid JSON: duplicate key {_clip(key)!r} in an object")
+            raise InvalidInput(f"invalid JSON: duplicate key {clip(key)!r} in an object")
         result[key] = value
     return result
 
@@ -145,206 +140,6 @@ _DECODER = json.JSONDecoder(
     parse_float=_finite_float,
     parse_int=_bounded_int,
 )
-
-
-# --- durations and timestamps -----------------------------------------------------------
-
-
-def parse_duration(value: str | int | float) -> float:
-    """Seconds from ``30``, ``30s``, ``5m``, ``1.5h``, ``1d`` or a number; 0 to 100 years."""
-    return _duration(value, "duration")
-
-
-def _duration(value: object, field: str, forms: str = _DURATION_FORMS) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InvalidInput(f"{field} must be {forms}, got {_show(value)}")
-    if isinstance(value, str):
-        seconds = _duration_text(value, field, forms)
-    elif isinstance(value, int) and abs(value) > MAX_DURATION:
-        seconds = math.inf if value > 0 else -math.inf  # float() of a huge int would overflow
-    else:
-        seconds = float(value)
-    if math.isnan(seconds):
-        raise InvalidInput(f"{field} must be {forms}, got {_show(value)}")
-    if seconds < 0:
-        raise InvalidInput(f"{field} must not be negative, got {_show(value)}")
-    if seconds > MAX_DURATION:
-        raise InvalidInput(f"{field} must be at most 100 years, got {_show(value)}")
-    return seconds
-
-
-def _duration_text(text: str, field: str, forms: str) -> float:
-    match = _DURATION_RE.fullmatch(text.strip())
-    if match is None:
-        raise InvalidInput(f"{field} must be {forms}, got {_show(text)}")
-    sign, number, unit = match.groups()
-    seconds = float(number) * _DURATION_UNITS[unit]  # may be inf: refused by the range check
-    return -seconds if sign == "-" else seconds
-
-
-def parse_timestamp(text: str) -> datetime:
-    """An aware UTC datetime from ISO-8601 text; a naive time is this machine's local time."""
-    return _timestamp(text, "timestamp")
-
-
-def _timestamp(text: str, field: str) -> datetime:
-    cleaned = text.strip()
-    if cleaned[-1:] in ("Z", "z"):
-        cleaned = cleaned[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(cleaned)
-    except ValueError as error:
-        reason = str(error)
-        detail = "" if reason.startswith("Invalid isoformat") else f"{reason}; "
-        raise InvalidInput(
-            f"bad {field} {_show(text)}: {detail}use ISO-8601, {_TIMESTAMP_EXAMPLES}"
-        ) from None
-    return _to_utc(moment, f"{field} {_show(text)}")
-
-
-def _to_utc(moment: datetime, what: str) -> datetime:
-    try:
-        if moment.utcoffset() is None:
-            moment = _from_local(moment.replace(tzinfo=None, fold=0), what)
-        return moment.astimezone(UTC)
-    except InvalidInput:
-        raise
-    except (OverflowError, OSError, ValueError):
-        raise InvalidInput(f"{what} is out of range once converted to UTC") from None
-
-
-def _from_local(naive: datetime, what: str) -> datetime:
-    # astimezone() looks a day either side of a naive time, which overflows on the first and
-    # last day of the calendar (9999-12-31T23:00 in Berlin is a fine 22:00Z). 400 years nearer
-    # the middle, weekdays and leap days repeat, and so do a zone's rules: ask there instead.
-    shift = {MINYEAR: _GREGORIAN_CYCLE, MAXYEAR: -_GREGORIAN_CYCLE}.get(naive.year, timedelta(0))
-    probe = naive + shift
-    # fold=0: in a DST overlap the earlier of the two instants is meant.
-    aware = probe.astimezone()
-    # A time skipped by a DST change comes back as another wall-clock time.
-    if aware.astimezone().replace(tzinfo=None) != probe:
-        raise InvalidInput(
-            f"{what} does not exist in local time (skipped by a daylight-saving change); "
-            "give an offset, e.g. +01:00, or Z"
-        )
-    offset = aware.utcoffset()
-    assert offset is not None  # astimezone() always gives an aware time
-    return naive.replace(tzinfo=timezone(offset))
-
-
-# --- single fields ----------------------------------------------------------------------
-
-
-def _check_id(value: object) -> str:
-    text = _name(value, "id")
-    if any(char.isspace() for char in text):
-        raise InvalidInput(f"id must not contain whitespace, got {_show(text)}")
-    return text
-
-
-def _check_command(value: object) -> str:
-    text = _string(value, "command")
-    if not text.strip():
-        raise InvalidInput("command must not be empty or only whitespace")
-    if "\0" in text:
-        raise InvalidInput("command must not contain a NUL character (\\u0000): no shell can receive one")
-    # Every char is at least one byte, so a long string is refused without encoding it.
-    size = len(text) if len(text) > MAX_COMMAND_BYTES else len(text.encode("utf-8"))
-    if size > MAX_COMMAND_BYTES:
-        raise InvalidInput(
-            f"command is {size} bytes, at most {MAX_COMMAND_BYTES} bytes (UTF-8) are allowed: "
-            "Linux's MAX_ARG_STRLEN; put a long script in a file and run that"
-        )
-    return text
-
-
-def _check_queue(value: object) -> str:
-    text = _name(value, "queue")
-    if text.isspace():
-        raise InvalidInput("queue must not be only whitespace")
-    return text
-
-
-def _check_priority(value: object) -> int:
-    return _integer(value, "priority", PRIORITY_MIN, PRIORITY_MAX)
-
-
-def _check_max_retries(value: object) -> int:
-    return _integer(value, "max_retries", 0, MAX_RETRIES_MAX)
-
-
-def _check_timeout(value: object) -> float | None:
-    if value is None:
-        return None  # explicitly no timeout, unlike an absent field (the store's default)
-    rule = "timeout must be a number of seconds > 0 and <= 1000000000, or null for none"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"{rule}, got {_show(value)}")
-    if not 0 < value <= MAX_TIMEOUT:  # also refuses NaN
-        raise InvalidInput(f"{rule}, got {_show(value)}")
-    return float(value)
-
-
-def _check_run_at(value: object) -> datetime:
-    if isinstance(value, datetime):  # embedders may pass one directly
-        return _to_utc(value, f"run_at {value.isoformat()}")
-    if not isinstance(value, str):
-        raise InvalidInput(f"run_at must be an ISO-8601 string, got {_show(value)} ({_TIMESTAMP_EXAMPLES})")
-    return _timestamp(value, "run_at")
-
-
-def _check_delay(value: object) -> float:
-    if isinstance(value, timedelta):  # embedders may pass one directly
-        value = value.total_seconds()
-    return _duration(value, "delay")
-
-
-def _string(value: object, field: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{field} must be a string, got {_show(value)}")
-    # Lone surrogates come from \ud800 escapes or undecodable argv bytes; they cannot be stored.
-    surrogate = _SURROGATE_RE.search(value)
-    if surrogate is not None:
-        raise InvalidInput(f"{field} contains {surrogate[0]!r}, a lone surrogate that is not valid Unicode")
-    return value
-
-
-def _name(value: object, field: str) -> str:
-    """An id or queue name: 1-200 chars and nothing invisible that would make it hard to type."""
-    text = _string(value, field)
-    if not 1 <= len(text) <= MAX_NAME_CHARS:
-        raise InvalidInput(f"{field} must be 1 to {MAX_NAME_CHARS} characters, got {len(text)}")
-    for char in text:
-        if unicodedata.category(char) in ("Cc", "Cf"):
-            raise InvalidInput(f"{field} must not contain control characters, got {_show(text)}")
-    return text
-
-
-def _integer(value: object, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{field} must be an integer, got {_show(value)}")
-    if not low <= value <= high:
-        raise InvalidInput(f"{field} must be an integer from {low} to {high}, got {_show(value)}")
-    return value
-
-
-def _show(value: object) -> str:
-    """A short, one-line, printable rendering of a bad value, JSON-style where possible."""
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return "a very large integer"
-    if value is None or isinstance(value, bool | int | float | str):
-        shown = json.dumps(value, ensure_ascii=False)
-    else:
-        shown = repr(value)
-    # Escape lone surrogates so that printing the message cannot fail.
-    return _clip(shown).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- whole jobs -------------------------------------------------------------------------
@@ -360,14 +155,14 @@ def validate_job(data: Mapping[str, Any]) -> NewJob:
     if "run_at" in data and "delay" in data:
         raise InvalidInput("give run_at or delay, not both")
     return NewJob(
-        id=_check_id(data["id"]) if "id" in data else str(uuid.uuid4()),
-        command=_check_command(data["command"]),
-        queue=_check_queue(data["queue"]) if "queue" in data else "default",
-        priority=_check_priority(data["priority"]) if "priority" in data else 0,
-        timeout=_check_timeout(data["timeout"]) if "timeout" in data else UNSET,
-        max_retries=_check_max_retries(data["max_retries"]) if "max_retries" in data else UNSET,
-        run_at=_check_run_at(data["run_at"]) if "run_at" in data else None,
-        delay=_check_delay(data["delay"]) if "delay" in data else None,
+        id=check_id(data["id"]) if "id" in data else str(uuid.uuid4()),
+        command=check_command(data["command"]),
+        queue=check_queue(data["queue"]) if "queue" in data else "default",
+        priority=check_priority(data["priority"]) if "priority" in data else 0,
+        timeout=check_timeout(data["timeout"]) if "timeout" in data else UNSET,
+        max_retries=check_max_retries(data["max_retries"]) if "max_retries" in data else UNSET,
+        run_at=check_run_at(data["run_at"]) if "run_at" in data else None,
+        delay=check_delay(data["delay"]) if "delay" in data else None,
     )
 
 
@@ -377,12 +172,14 @@ def _check_keys(data: Mapping[Any, Any]) -> None:
         if key in INPUT_FIELDS:
             continue
         if not isinstance(key, str):
-            raise InvalidInput(f"field names must be strings, got {_show(key)}")
+            raise InvalidInput(f"field names must be strings, got {show(key)}")
         if key in OUTPUT_FIELDS:
             raise InvalidInput(f"field {key!r} is output-only and cannot be set (input fields: {valid})")
+        import difflib  # only to word a refusal: not worth its import on the good path
+
         close = difflib.get_close_matches(key, INPUT_FIELDS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise InvalidInput(f"unknown field {_clip(key)!r} ({hint}valid fields: {valid})")
+        raise InvalidInput(f"unknown field {clip(key)!r} ({hint}valid fields: {valid})")
 
 
 def _kind(value: object) -> str:
@@ -471,7 +268,7 @@ def _validate_all(records: list[_Record]) -> list[NewJob]:
             errors.append(f"{label}: {problem}" if label else str(problem))
             continue
         if job.id in first_seen:
-            errors.append(f"{label}: id {_show(job.id)} is already used by {first_seen[job.id]}")
+            errors.append(f"{label}: id {show(job.id)} is already used by {first_seen[job.id]}")
             continue
         first_seen[job.id] = label
         jobs.append(job)
@@ -487,63 +284,3 @@ def _summary(errors: list[str]) -> str:
     more = len(errors) - _MAX_LISTED_ERRORS
     tail = f"; and {more} more" if more > 0 else ""
     return f"{len(errors)} bad records: {listed}{tail}"
-
-
-# --- command-line options ---------------------------------------------------------------
-
-
-def job_from_options(
-    *,
-    command: str,
-    id: str | None = None,
-    queue: str | None = None,
-    priority: str | None = None,
-    timeout: str | None = None,
-    max_retries: str | None = None,
-    run_at: str | None = None,
-    delay: str | None = None,
-) -> NewJob:
-    """A ``NewJob`` from ``enqueue --command ... --priority ...`` option strings.
-
-    The strings are converted here, then checked by the same rules as JSON input.
-    """
-    if run_at is not None and delay is not None:
-        raise InvalidInput("give --run-at or --delay, not both")
-    return NewJob(
-        id=_check_id(id) if id is not None else str(uuid.uuid4()),
-        command=_check_command(command),
-        queue=_check_queue(queue) if queue is not None else "default",
-        priority=_option(priority, "priority", _whole, _check_priority, 0),
-        timeout=_option(timeout, "timeout", _timeout_text, _check_timeout, UNSET),
-        max_retries=_option(max_retries, "max_retries", _whole, _check_max_retries, UNSET),
-        run_at=_timestamp(run_at, "run_at") if run_at is not None else None,
-        delay=_duration(delay, "delay") if delay is not None else None,
-    )
-
-
-def _option(
-    text: str | None,
-    field: str,
-    convert: Callable[[str, str], object],
-    check: Callable[[object], _T],
-    default: _D,
-) -> _T | _D:
-    if text is None:
-        return default
-    return check(convert(text, field))
-
-
-def _whole(text: str, field: str) -> int:
-    stripped = text.strip()
-    if _INT_RE.fullmatch(stripped):
-        try:
-            return int(stripped, 10)
-        except ValueError:  # more digits than Python converts; certainly out of range
-            pass
-    raise InvalidInput(f"{field} must be a whole number (base 10), got {_show(text)}")
-
-
-def _timeout_text(text: str, field: str) -> float | None:
-    if text.strip().lower() in ("none", "null"):
-        return None
-    return _duration(text, field, f"{_DURATION_FORMS}, or none for no timeout")

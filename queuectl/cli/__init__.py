@@ -31,8 +31,8 @@ PROG = "queuectl"
 _COMMANDS = {
     "config": ("queuectl.cli.settings", "config"),
     "dlq": ("queuectl.cli.dlq", "dlq"),
-    "enqueue": ("queuectl.cli.jobs", "enqueue"),
-    "enqueue-file": ("queuectl.cli.jobs", "enqueue_file"),
+    "enqueue": ("queuectl.cli.enqueue", "enqueue"),
+    "enqueue-file": ("queuectl.cli.enqueue", "enqueue_file"),
     "list": ("queuectl.cli.jobs", "list_jobs"),
     "logs": ("queuectl.cli.jobs", "logs"),
     "show": ("queuectl.cli.jobs", "show"),

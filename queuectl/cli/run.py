@@ -1,11 +1,10 @@
-"""Shared command plumbing: the state the group passes down, and running one async call."""
+"""Shared command plumbing: the state the group passes down, shared options, running one async call."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -16,13 +15,15 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
-@dataclass
+
 class CliState:
     """Options of the ``queuectl`` group that every command needs."""
 
-    db: str | None = None
-    verbose: int = 0
+    def __init__(self, db: str | None = None, verbose: int = 0) -> None:
+        self.db = db
+        self.verbose = verbose
 
     @property
     def target(self) -> str:
@@ -98,3 +99,25 @@ def add_jobs(new_jobs: Sequence[NewJob]) -> list[Job]:
     from queuectl.storage.sqlite_direct import add_jobs_now
 
     return add_jobs_now(sqlite_path(target), new_jobs)
+
+
+def add_commands(ids: Sequence[str], commands: Sequence[str]) -> None:
+    """Enqueue a job per command with these ids, every other field at its default; all or none.
+
+    ``enqueue-file``'s bulk path: on SQLite no ``NewJob`` or ``Job`` is built per row.
+    """
+    from queuectl.config import is_postgres_target, sqlite_path
+
+    state = cli_state()
+    target = state.target
+    if is_postgres_target(target):
+        from queuectl.models import NewJob
+
+        new_jobs = [NewJob(id=job_id, command=command) for job_id, command in zip(ids, commands, strict=True)]
+        with_queue(lambda queue: queue.enqueue_many(new_jobs))
+        return
+    if state.uses_default_target:
+        make_data_dir(target)
+    from queuectl.storage.sqlite_direct import add_commands_now
+
+    add_commands_now(sqlite_path(target), ids, commands)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from queuectl.cli import render
-from queuectl.cli.jobs import json_option
-from queuectl.cli.run import with_queue
+from queuectl.cli.run import json_option, with_queue
 from queuectl.cli.worker_start import start_command
 
 

@@ -1,0 +1,302 @@
+"""One job field at a time: the checks shared by JSON and ``enqueue --command`` options.
+
+Split from ``validation`` (strict JSON, whole jobs and files) so that ``queuectl enqueue
+--command ...``, a short-lived process, imports only this: no ``json``, no ``difflib``.
+Every refusal is an ``InvalidInput`` (exit 2) whose message names the field and what
+would be right.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import MAXYEAR, MINYEAR, UTC, datetime, timedelta, timezone
+from typing import TypeVar
+
+from queuectl.errors import InvalidInput
+from queuectl.models import UNSET, NewJob
+
+#: Linux refuses one argv string of MAX_ARG_STRLEN (131072) bytes or more: the
+#: limit counts the terminating NUL, so a longer command could never be started.
+MAX_COMMAND_BYTES = 131071
+MAX_NAME_CHARS = 200
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+MAX_RETRIES_MAX = 1_000_000
+MAX_TIMEOUT = 1e9
+MAX_DURATION = 100 * 365.25 * 86400  # 100 years: anything longer is surely a mistake
+
+_GREGORIAN_CYCLE = timedelta(days=146_097)  # 400 years: a whole number of weeks
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Patterns, not compiled here: ``re`` compiles and caches each on its first use, so that
+# ``enqueue --command CMD`` compiles none it does not use (a few tenths of a ms each).
+_DURATION_PATTERN = r"([+-]?)([0-9]+(?:\.[0-9]+)?|\.[0-9]+)([smhd]?)"
+_INT_PATTERN = r"[+-]?[0-9]+"
+_SURROGATE_PATTERN = "[\ud800-\udfff]"
+_T = TypeVar("_T")
+_D = TypeVar("_D")
+_DURATION_FORMS = "seconds (30, 1.5) or a number with a unit s, m, h or d (30s, 5m, 1.5h, 1d)"
+TIMESTAMP_EXAMPLES = "e.g. 2024-05-01T12:00:00Z or 2024-05-01T14:00:00+02:00 (no offset = local time)"
+
+
+# --- durations and timestamps -----------------------------------------------------------
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from ``30``, ``30s``, ``5m``, ``1.5h``, ``1d`` or a number; 0 to 100 years."""
+    return check_duration(value, "duration")
+
+
+def check_duration(value: object, field: str, forms: str = _DURATION_FORMS) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidInput(f"{field} must be {forms}, got {show(value)}")
+    if isinstance(value, str):
+        seconds = _duration_text(value, field, forms)
+    elif isinstance(value, int) and abs(value) > MAX_DURATION:
+        seconds = math.inf if value > 0 else -math.inf  # float() of a huge int would overflow
+    else:
+        seconds = float(value)
+    if math.isnan(seconds):
+        raise InvalidInput(f"{field} must be {forms}, got {show(value)}")
+    if seconds < 0:
+        raise InvalidInput(f"{field} must not be negative, got {show(value)}")
+    if seconds > MAX_DURATION:
+        raise InvalidInput(f"{field} must be at most 100 years, got {show(value)}")
+    return seconds
+
+
+def _duration_text(text: str, field: str, forms: str) -> float:
+    match = re.fullmatch(_DURATION_PATTERN, text.strip())
+    if match is None:
+        raise InvalidInput(f"{field} must be {forms}, got {show(text)}")
+    sign, number, unit = match.groups()
+    seconds = float(number) * _DURATION_UNITS[unit]  # may be inf: refused by the range check
+    return -seconds if sign == "-" else seconds
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An aware UTC datetime from ISO-8601 text; a naive time is this machine's local time."""
+    return check_timestamp(text, "timestamp")
+
+
+def check_timestamp(text: str, field: str) -> datetime:
+    cleaned = text.strip()
+    if cleaned[-1:] in ("Z", "z"):
+        cleaned = cleaned[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(cleaned)
+    except ValueError as error:
+        reason = str(error)
+        detail = "" if reason.startswith("Invalid isoformat") else f"{reason}; "
+        raise InvalidInput(f"bad {field} {show(text)}: {detail}use ISO-8601, {TIMESTAMP_EXAMPLES}") from None
+    return _to_utc(moment, f"{field} {show(text)}")
+
+
+def _to_utc(moment: datetime, what: str) -> datetime:
+    try:
+        if moment.utcoffset() is None:
+            moment = _from_local(moment.replace(tzinfo=None, fold=0), what)
+        return moment.astimezone(UTC)
+    except InvalidInput:
+        raise
+    except (OverflowError, OSError, ValueError):
+        raise InvalidInput(f"{what} is out of range once converted to UTC") from None
+
+
+def _from_local(naive: datetime, what: str) -> datetime:
+    # astimezone() looks a day either side of a naive time, which overflows on the first and
+    # last day of the calendar (9999-12-31T23:00 in Berlin is a fine 22:00Z). 400 years nearer
+    # the middle, weekdays and leap days repeat, and so do a zone's rules: ask there instead.
+    shift = {MINYEAR: _GREGORIAN_CYCLE, MAXYEAR: -_GREGORIAN_CYCLE}.get(naive.year, timedelta(0))
+    probe = naive + shift
+    # fold=0: in a DST overlap the earlier of the two instants is meant.
+    aware = probe.astimezone()
+    # A time skipped by a DST change comes back as another wall-clock time.
+    if aware.astimezone().replace(tzinfo=None) != probe:
+        raise InvalidInput(
+            f"{what} does not exist in local time (skipped by a daylight-saving change); "
+            "give an offset, e.g. +01:00, or Z"
+        )
+    offset = aware.utcoffset()
+    assert offset is not None  # astimezone() always gives an aware time
+    return naive.replace(tzinfo=timezone(offset))
+
+
+# --- single fields ----------------------------------------------------------------------
+
+
+def check_id(value: object) -> str:
+    text = _name(value, "id")
+    if any(char.isspace() for char in text):
+        raise InvalidInput(f"id must not contain whitespace, got {show(text)}")
+    return text
+
+
+def check_command(value: object) -> str:
+    text = _string(value, "command")
+    if not text.strip():
+        raise InvalidInput("command must not be empty or only whitespace")
+    if "\0" in text:
+        raise InvalidInput("command must not contain a NUL character (\\u0000): no shell can receive one")
+    # Every char is at least one byte, so a long string is refused without encoding it.
+    size = len(text) if len(text) > MAX_COMMAND_BYTES else len(text.encode("utf-8"))
+    if size > MAX_COMMAND_BYTES:
+        raise InvalidInput(
+            f"command is {size} bytes, at most {MAX_COMMAND_BYTES} bytes (UTF-8) are allowed: "
+            "Linux's MAX_ARG_STRLEN; put a long script in a file and run that"
+        )
+    return text
+
+
+def check_queue(value: object) -> str:
+    text = _name(value, "queue")
+    if text.isspace():
+        raise InvalidInput("queue must not be only whitespace")
+    return text
+
+
+def check_priority(value: object) -> int:
+    return _integer(value, "priority", PRIORITY_MIN, PRIORITY_MAX)
+
+
+def check_max_retries(value: object) -> int:
+    return _integer(value, "max_retries", 0, MAX_RETRIES_MAX)
+
+
+def check_timeout(value: object) -> float | None:
+    if value is None:
+        return None  # explicitly no timeout, unlike an absent field (the store's default)
+    rule = "timeout must be a number of seconds > 0 and <= 1000000000, or null for none"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{rule}, got {show(value)}")
+    if not 0 < value <= MAX_TIMEOUT:  # also refuses NaN
+        raise InvalidInput(f"{rule}, got {show(value)}")
+    return float(value)
+
+
+def check_run_at(value: object) -> datetime:
+    if isinstance(value, datetime):  # embedders may pass one directly
+        return _to_utc(value, f"run_at {value.isoformat()}")
+    if not isinstance(value, str):
+        raise InvalidInput(f"run_at must be an ISO-8601 string, got {show(value)} ({TIMESTAMP_EXAMPLES})")
+    return check_timestamp(value, "run_at")
+
+
+def check_delay(value: object) -> float:
+    if isinstance(value, timedelta):  # embedders may pass one directly
+        value = value.total_seconds()
+    return check_duration(value, "delay")
+
+
+def _string(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string, got {show(value)}")
+    # Lone surrogates come from \ud800 escapes or undecodable argv bytes; they cannot be stored.
+    surrogate = None if value.isascii() else re.search(_SURROGATE_PATTERN, value)
+    if surrogate is not None:
+        raise InvalidInput(f"{field} contains {surrogate[0]!r}, a lone surrogate that is not valid Unicode")
+    return value
+
+
+def _name(value: object, field: str) -> str:
+    """An id or queue name: 1-200 chars and nothing invisible that would make it hard to type."""
+    text = _string(value, field)
+    if not 1 <= len(text) <= MAX_NAME_CHARS:
+        raise InvalidInput(f"{field} must be 1 to {MAX_NAME_CHARS} characters, got {len(text)}")
+    import unicodedata  # only for ids and queue names: `enqueue --command CMD` has neither
+
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cf"):
+            raise InvalidInput(f"{field} must not contain control characters, got {show(text)}")
+    return text
+
+
+def _integer(value: object, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{field} must be an integer, got {show(value)}")
+    if not low <= value <= high:
+        raise InvalidInput(f"{field} must be an integer from {low} to {high}, got {show(value)}")
+    return value
+
+
+def show(value: object) -> str:
+    """A short, one-line, printable rendering of a bad value, JSON-style where possible."""
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return "a very large integer"
+    if value is None or isinstance(value, bool | int | float | str):
+        import json  # only to word a refusal: not worth its import on the good path
+
+        shown = json.dumps(value, ensure_ascii=False)
+    else:
+        shown = repr(value)
+    # Escape lone surrogates so that printing the message cannot fail.
+    return clip(shown).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- command-line options ---------------------------------------------------------------
+
+
+def job_from_options(
+    *,
+    command: str,
+    id: str | None = None,
+    queue: str | None = None,
+    priority: str | None = None,
+    timeout: str | None = None,
+    max_retries: str | None = None,
+    run_at: str | None = None,
+    delay: str | None = None,
+) -> NewJob:
+    """A ``NewJob`` from ``enqueue --command ... --priority ...`` option strings.
+
+    The strings are converted here, then checked by the same rules as JSON input.
+    """
+    if run_at is not None and delay is not None:
+        raise InvalidInput("give --run-at or --delay, not both")
+    return NewJob(
+        id=check_id(id) if id is not None else str(uuid.uuid4()),
+        command=check_command(command),
+        queue=check_queue(queue) if queue is not None else "default",
+        priority=_option(priority, "priority", _whole, check_priority, 0),
+        timeout=_option(timeout, "timeout", _timeout_text, check_timeout, UNSET),
+        max_retries=_option(max_retries, "max_retries", _whole, check_max_retries, UNSET),
+        run_at=check_timestamp(run_at, "run_at") if run_at is not None else None,
+        delay=check_duration(delay, "delay") if delay is not None else None,
+    )
+
+
+def _option(
+    text: str | None,
+    field: str,
+    convert: Callable[[str, str], object],
+    check: Callable[[object], _T],
+    default: _D,
+) -> _T | _D:
+    if text is None:
+        return default
+    return check(convert(text, field))
+
+
+def _whole(text: str, field: str) -> int:
+    stripped = text.strip()
+    if re.fullmatch(_INT_PATTERN, stripped):
+        try:
+            return int(stripped, 10)
+        except ValueError:  # more digits than Python converts; certainly out of range
+            pass
+    raise InvalidInput(f"{field} must be a whole number (base 10), got {show(text)}")
+
+
+def _timeout_text(text: str, field: str) -> float | None:
+    if text.strip().lower() in ("none", "null"):
+        return None
+    return check_duration(text, field, f"{_DURATION_FORMS}, or none for no timeout")
