@@ -76,6 +76,7 @@ class PostgresStore:
         self.retry_for = retry_for
         self.connect_timeout = connect_timeout
         self._pool = pool
+        self._kept: Connection | None = None  # a free connection kept out of the pool (see _run)
         self._channel = sql.channel_name(schema)
         self._closed = False
         self._changed = asyncio.Event()
@@ -146,6 +147,10 @@ class PostgresStore:
                     await listener.close(timeout=5)
                 except Exception:
                     listener.terminate()
+            kept, self._kept = self._kept, None
+            if kept is not None:
+                with contextlib.suppress(Exception):
+                    await self._pool.release(kept)
             try:
                 await asyncio.wait_for(self._pool.close(), 10)
             except Exception:
@@ -169,10 +174,19 @@ class PostgresStore:
         while True:
             sent = False
             try:
-                connection = await self._pool.acquire()
+                connection, self._kept = self._kept, None
+                if connection is not None and not _still_usable(connection):
+                    with contextlib.suppress(Exception):
+                        await self._pool.release(connection)
+                    connection = None
+                if connection is None:
+                    connection = await self._pool.acquire()
+                healthy = False
                 try:
                     sent = True
-                    return await operation(connection, maybe_applied)
+                    result = await operation(connection, maybe_applied)
+                    healthy = True
+                    return result
                 except _DRIVER_ERRORS:
                     # After a server restart a pooled connection can be left mid-operation
                     # ("cannot switch to state ..."): never hand it out again.
@@ -180,8 +194,14 @@ class PostgresStore:
                         connection.terminate()
                     raise
                 finally:
-                    with contextlib.suppress(Exception):
-                        await self._pool.release(connection)
+                    # The worker's statements come one after another: keeping one connection
+                    # out of the pool between them saves asyncpg's release and acquire, which
+                    # cost more CPU than the round trip itself.
+                    if healthy and self._kept is None and not self._closed:
+                        self._kept = connection
+                    else:
+                        with contextlib.suppress(Exception):
+                            await self._pool.release(connection)
             except QueueError:
                 raise
             except _DRIVER_ERRORS as error:
@@ -583,6 +603,14 @@ class PostgresStore:
             logger.info(
                 "lost the LISTEN connection to PostgreSQL at %s; polling until it is back", self.where
             )
+
+
+def _still_usable(connection: Connection) -> bool:
+    """Whether a connection kept out of the pool can run a statement now."""
+    try:
+        return not connection.is_closed()
+    except asyncpg.InterfaceError:  # its connection was lost: asyncpg took it back to the pool
+        return False
 
 
 def _best_first(rows: list[Row]) -> list[Claim]:
