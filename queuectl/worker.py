@@ -70,6 +70,7 @@ class _Running:
     lease_deadline: float  # monotonic: kill the job before this if the lease cannot be renewed
     lease_lost: bool = False
     recording: bool = False  # the command has ended; only its result is being written
+    refilled: bool = False  # its slot, and every free one it asked for, went to jobs claimed with its result
 
     def kill(self) -> None:
         """Cancel the command (not the writing of its result, which is conditional anyway)."""
@@ -318,7 +319,8 @@ class WorkerPool:
         finally:
             # Only now is the slot free: shutdown waits for results still being written.
             del self._running[claim.token]
-            self._wake.set()
+            if not running.refilled or self._stopping:  # else the dispatcher has nothing to do
+                self._wake.set()
 
     async def _put_back(self, claim: Claim) -> None:
         """After a cancel: release the job, unless its lease was lost (then the new holder owns it)."""
@@ -384,6 +386,7 @@ class WorkerPool:
                 await self._put_back(taken)
         elif claims:
             self._launch_all(claims)
+            self._running[claim.token].refilled = len(claims) == limit
         return accepted
 
     def _outcome(self, claim: Claim, result: RunResult) -> Outcome:
