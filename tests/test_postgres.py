@@ -500,8 +500,8 @@ async def test_the_relaxed_commit_of_results_ends_with_its_statement(postgres_ta
     try:
         rows = await connection.fetch(
             sql.FINISH_AND_CLAIM_ANY_QUEUE,
-            *("w", 60.0, 1, "prefix."),
             *(claim.job.id, claim.token, "completed", 0, None, None, datetime.now(UTC), b"", b"", 0.0, "c"),
+            *("w", 60.0, 1, "prefix."),
         )
         assert rows[0]["finished"] == 1 and rows[0]["id"] == "b"
         # Enqueues on the same pooled connection must still wait for the WAL flush.

@@ -393,7 +393,7 @@ class PostgresStore:
         write, finish_arguments = self._finish_work(claim, outcome)
         take, claim_arguments = self._claim_work(worker_id, queues, limit, lease)
         statement = sql.FINISH_AND_CLAIM_QUEUES if queues else sql.FINISH_AND_CLAIM_ANY_QUEUE
-        arguments = (*claim_arguments[:4], *finish_arguments, *claim_arguments[4:])
+        arguments = (*finish_arguments, *claim_arguments)
 
         async def both(connection: Connection, retried: bool) -> tuple[bool, list[Row]]:
             if retried:  # the first try may have committed: each part checks on its own

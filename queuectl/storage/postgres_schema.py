@@ -8,6 +8,7 @@ several independent queues. Needs PostgreSQL 13 or newer (``gen_random_uuid``).
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -209,34 +210,6 @@ RETURNING {columns}
 """
 CLAIM_ANY_QUEUE = _CLAIM.format(queue_filter="", columns=CLAIM_COLUMNS)
 CLAIM_QUEUES = _CLAIM.format(queue_filter=" AND queue = ANY($5::text[])", columns=CLAIM_COLUMNS)
-#: ``FINISH`` and a claim in one statement, one round trip: what a worker does as a job ends.
-#: Claim parameters as in ``_CLAIM`` ($1-$4, queues $16); ``FINISH``'s $1-$11 are $5-$15 here.
-#: Every part sees the statement's snapshot, so the claim cannot take the job just finished.
-#: Its commit does not wait for the WAL flush (``synchronous_commit`` off for this transaction
-#: only): lost to a server crash, a result or claim only means that the job runs again, which
-#: at-least-once allows. Enqueues keep the server's default.
-_FINISH_AND_CLAIM = """
-WITH done AS (
-    UPDATE jobs SET state = $7::text, exit_code = $8, last_error = $9,
-        started_at = coalesce($10, started_at), finished_at = $11, stdout = $12, stderr = $13,
-        run_at = CASE WHEN $7::text = 'failed' THEN now() + $14::float8 * interval '1 second'
-                      ELSE run_at END,
-        worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
-    WHERE id = $5 AND claim_token = $6 AND state = 'processing'
-    RETURNING 1
-), wake AS (
-    SELECT pg_notify($15, 'finished') FROM done
-), claimed AS ({claim}
-), relaxed AS (
-    SELECT set_config('synchronous_commit', 'off', true)
-)
-SELECT (SELECT count(*) FROM wake) AS finished, claimed.*
-FROM (SELECT 1 FROM relaxed) AS one LEFT JOIN claimed ON true
-"""
-FINISH_AND_CLAIM_ANY_QUEUE = _FINISH_AND_CLAIM.format(claim=CLAIM_ANY_QUEUE)
-FINISH_AND_CLAIM_QUEUES = _FINISH_AND_CLAIM.format(
-    claim=_CLAIM.format(queue_filter=" AND queue = ANY($16::text[])", columns=CLAIM_COLUMNS)
-)
 #: What a claim whose reply was lost took: this worker's jobs with tokens of that call.
 CLAIMED_BEFORE = f"""
 SELECT {CLAIM_COLUMNS} FROM jobs
@@ -249,8 +222,8 @@ WHERE worker_id = $1 AND claim_token = ANY($2::text[]) AND state = 'processing'
 RETURNING claim_token
 """
 
-FINISH = """
-WITH done AS (
+#: Records an attempt's outcome if the claim ($1, $2) still holds the job.
+_RECORD = """
     UPDATE jobs SET state = $3::text, exit_code = $4, last_error = $5,
         started_at = coalesce($6, started_at), finished_at = $7, stdout = $8, stderr = $9,
         run_at = CASE WHEN $3::text = 'failed' THEN now() + $10::float8 * interval '1 second'
@@ -258,9 +231,35 @@ WITH done AS (
         worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE id = $1 AND claim_token = $2 AND state = 'processing'
     RETURNING 1
-)
+"""
+FINISH = f"""
+WITH done AS ({_RECORD})
 SELECT pg_notify($11, 'finished') FROM done
 """
+
+
+def _shift_parameters(statement: str, by: int) -> str:
+    """``$1`` becomes ``$(1 + by)``: one statement's text inside another that has ``by`` before."""
+    return re.sub(r"\$(\d+)", lambda match: f"${int(match[1]) + by}", statement)
+
+
+#: ``FINISH`` and a claim in one statement, one round trip: what a worker does as a job ends.
+#: ``FINISH``'s parameters ($1-$11), then the claim's, shifted by 11 ($12-$15, queues $16).
+#: Every part sees the statement's snapshot, so the claim cannot take the job just finished.
+#: Its commit does not wait for the WAL flush (``synchronous_commit`` off for this transaction
+#: only): lost to a server crash, a result or claim only means that the job runs again, which
+#: at-least-once allows. Enqueues keep the server's default.
+_FINISH_AND_CLAIM = f"""
+WITH done AS ({_RECORD}), wake AS (
+    SELECT pg_notify($11, 'finished') FROM done
+), relaxed AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), claimed AS ({{claim}})
+SELECT (SELECT count(*) FROM wake) AS finished, claimed.*
+FROM (SELECT 1 FROM relaxed) AS one LEFT JOIN claimed ON true
+"""
+FINISH_AND_CLAIM_ANY_QUEUE = _FINISH_AND_CLAIM.format(claim=_shift_parameters(CLAIM_ANY_QUEUE, 11))
+FINISH_AND_CLAIM_QUEUES = _FINISH_AND_CLAIM.format(claim=_shift_parameters(CLAIM_QUEUES, 11))
 
 RELEASE = """
 WITH back AS (

@@ -6,6 +6,7 @@ passed into the SQL, so tests can move time without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -48,6 +49,10 @@ logger = logging.getLogger(__name__)
 #: that never lets go must not hold up every writer again and again.
 WAL_CHECK_SECONDS = 1.0
 WAL_CHECK_MAX_SECONDS = 60.0
+#: The lane never checkpoints (see ``sqlite_lane``): after this many of its transactions a
+#: passive checkpoint runs on aiosqlite's thread, about as often as SQLite's own would (every
+#: ~1,000 WAL pages: a job's result and next claim write six or seven).
+CHECKPOINT_EVERY = 150
 
 
 def _finish_statement(run_at: str) -> str:
@@ -86,6 +91,8 @@ class SqliteStore:
         self._defaults: tuple[float, Settings] | None = None  # (read at, settings) for add_jobs
         self._wal_check_at = 0.0  # time.monotonic(): maintenance cadence, not job time
         self._wal_check_every = WAL_CHECK_SECONDS
+        self._lane_writes = 0  # since the last checkpoint
+        self._checkpoint: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path, *, clock: Clock = time.time) -> SqliteStore:
@@ -118,6 +125,8 @@ class SqliteStore:
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
+            if self._checkpoint is not None:
+                await asyncio.gather(self._checkpoint, return_exceptions=True)
             for connection in (self._db, self._durable):
                 if connection is not None:
                     await connection.close()
@@ -223,6 +232,7 @@ class SqliteStore:
             "SELECT min(run_at) FROM jobs INDEXED BY jobs_waiting_run_at"
             f" WHERE state IN ('pending', 'failed'){queue_filter}",
             queue_list,
+            writes=False,
         )
         earliest = rows[0][0]
         return None if earliest is None else earliest - self.clock()
@@ -252,7 +262,10 @@ class SqliteStore:
     ) -> list[Claim]:
         if limit <= 0:
             return []
-        rows = await self._fetch_on_lane(*self._claim_parameters(worker_id, queues, limit, lease))
+        statement, parameters = self._claim_parameters(worker_id, queues, limit, lease)
+        rows = await self._fetch_on_lane(statement, parameters, writes=False)
+        if rows:  # an idle worker's empty claims write nothing
+            self._count_write()
         return _best_first(rows)
 
     def _claim_parameters(
@@ -270,12 +283,36 @@ class SqliteStore:
             limit,
         )
 
-    async def _fetch_on_lane(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
-        return await self._on_lane(fetch_all(sql, tuple(parameters)))
+    async def _fetch_on_lane(
+        self, sql: str, parameters: Sequence[Any] = (), *, writes: bool = True
+    ) -> list[Any]:
+        return await self._on_lane(fetch_all(sql, tuple(parameters)), writes=writes)
 
-    async def _on_lane(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _on_lane(self, work: Callable[[sqlite3.Connection], T], *, writes: bool = True) -> T:
         with translate_errors(self.path):
-            return await self._lane.run(work)
+            result = await self._lane.run(work)
+        if writes:
+            self._count_write()
+        return result
+
+    def _count_write(self) -> None:
+        """Start a checkpoint in the background every ``CHECKPOINT_EVERY`` writes of the lane."""
+        self._lane_writes += 1
+        if self._lane_writes >= CHECKPOINT_EVERY and (self._checkpoint is None or self._checkpoint.done()):
+            self._lane_writes = 0
+            self._checkpoint = asyncio.get_running_loop().create_task(
+                self._checkpoint_wal(), name="queuectl-sqlite-checkpoint"
+            )
+
+    async def _checkpoint_wal(self) -> None:
+        def checkpoint(connection: sqlite3.Connection) -> None:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+        try:
+            with translate_errors(self.path):
+                await self._lane.run_in_thread(checkpoint)
+        except StoreError as error:  # the next one tries again; the WAL is bounded anyway
+            logger.warning("could not checkpoint the WAL: %s", error)
 
     async def renew(self, *, worker_id: str, tokens: Sequence[str], lease: float) -> set[str]:
         if not tokens:
@@ -387,6 +424,7 @@ class SqliteStore:
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('pending', 'failed', 'processing')"
             f"{queue_filter})",
             queue_list,
+            writes=False,
         )
         return bool(rows[0][0])
 

@@ -8,8 +8,11 @@ timeout is 0. When another process holds the write lock (an enqueue's fsync, say
 goes to a worker thread instead and waits there with the store's normal busy timeout.
 
 What runs here must be short and bounded: index-driven statements on a few rows, commits without
-fsync (``synchronous=NORMAL``). SQLite's automatic checkpoint can still run at a commit, every
-~1,000 WAL pages; it costs two fsyncs, a few hundred jobs apart.
+fsync (``synchronous=NORMAL``). So the lane never checkpoints (``wal_autocheckpoint = 0``): a
+checkpoint fsyncs, and on a busy disk one fsync can take seconds, all of them the loop's. The
+store runs the checkpoint in a thread instead, every so many writes (``SqliteStore._count_write``),
+on the lane's connection with the lane held: no write may land meanwhile, or the WAL, never
+wholly copied back, would never start over from its beginning.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ class Lane:
             # free again when this returns or raises.
             return await anyio.to_thread.run_sync(self._run_waiting, work)
 
+    async def run_in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(connection)`` in a thread, and no other lane work meanwhile (a checkpoint)."""
+        async with self._lock:
+            return await anyio.to_thread.run_sync(work, self._connection)
+
     def _run_waiting(self, work: Callable[[sqlite3.Connection], T]) -> T:
         connection = self._connection
         connection.execute(f"PRAGMA busy_timeout = {self._waiting_timeout_ms}")
@@ -76,6 +84,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
     try:
         connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA wal_autocheckpoint = 0")
     except BaseException:
         connection.close()
         raise
