@@ -9,30 +9,31 @@ Embedding in an asyncio application::
             job = await queue.enqueue(command="echo hello")
             done = await queue.wait_for(job.id, timeout=60)
 
-The façade and the worker are imported on first use, so that the command line
-starts fast and ``import queuectl`` never loads a database driver it does not need.
+Every name is imported on first use, so that the command line starts fast and
+``import queuectl`` never loads a database driver it does not need.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from queuectl.config import Settings
-from queuectl.errors import (
-    DuplicateJob,
-    InvalidInput,
-    InvalidSetting,
-    JobNotFound,
-    JobStateConflict,
-    QueueError,
-    StoreBusy,
-    StoreCorrupt,
-    StoreError,
-    StoreUnavailable,
-)
-from queuectl.models import Job, JobState, NewJob, QueueStatus, WorkerInfo
-
+#: ``typing.TYPE_CHECKING`` without importing ``typing`` (mypy reads the name the same way).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from queuectl.config import Settings
+    from queuectl.errors import (
+        DuplicateJob,
+        InvalidInput,
+        InvalidSetting,
+        JobNotFound,
+        JobStateConflict,
+        QueueError,
+        StoreBusy,
+        StoreCorrupt,
+        StoreError,
+        StoreUnavailable,
+    )
+    from queuectl.models import Job, JobState, NewJob, QueueStatus, WorkerInfo
     from queuectl.queue import Queue
     from queuectl.storage import open_store
     from queuectl.worker import Mode, WorkerPool
@@ -60,7 +61,26 @@ __all__ = (
     "open_store",
 )
 
+#: Every name is imported on first use: importing the package runs nothing, so that the command
+#: line's entry point (``queuectl.__main__.run``) is in charge before anything slow is imported.
 _LAZY = {
+    **dict.fromkeys(
+        (
+            "DuplicateJob",
+            "InvalidInput",
+            "InvalidSetting",
+            "JobNotFound",
+            "JobStateConflict",
+            "QueueError",
+            "StoreBusy",
+            "StoreCorrupt",
+            "StoreError",
+            "StoreUnavailable",
+        ),
+        "queuectl.errors",
+    ),
+    **dict.fromkeys(("Job", "JobState", "NewJob", "QueueStatus", "WorkerInfo"), "queuectl.models"),
+    "Settings": "queuectl.config",
     "Queue": "queuectl.queue",
     "WorkerPool": "queuectl.worker",
     "Mode": "queuectl.worker",

@@ -136,3 +136,16 @@ def test_import_of_the_cli_loads_no_database_driver() -> None:
         [sys.executable, "-c", code], capture_output=True, timeout=PROCESS_TIMEOUT, check=True
     )
     assert result.stdout.strip() == b"[]"
+
+
+def test_ctrl_c_while_the_command_line_loads_ends_quietly(tmp_path: Path) -> None:
+    # A Ctrl-C in a command's first ~50 ms lands in an import (click's, mostly): here that import
+    # is interrupted every time, by a "click" that raises KeyboardInterrupt as it loads.
+    fake = tmp_path / "fake" / "click"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise KeyboardInterrupt\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "queuectl", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stderr) == (130, "")
