@@ -22,7 +22,8 @@ from queuectl.errors import InvalidInput
 from queuectl.job_ids import sorted_uuid4s
 from queuectl.models import UNSET, Job
 from queuectl.plain_lines import plain_commands
-from queuectl.storage import open_store, sqlite_direct
+from queuectl.storage import open_store
+from queuectl.storage.sqlite import direct as sqlite_direct
 from queuectl.validation import MAX_COMMAND_BYTES, parse_jobs_document
 
 # --- the recogniser against the full parse ------------------------------------------------

@@ -811,7 +811,7 @@ def test_the_time_zone_comes_from_the_process_environment(tmp_path: Path) -> Non
 RACER = textwrap.dedent(
     """
     import os, sys, time
-    import queuectl.cli, queuectl.queue, queuectl.storage.sqlite_direct
+    import queuectl.cli, queuectl.queue, queuectl.storage.sqlite.direct
     if sys.argv[3].startswith("postgresql"):
         import asyncpg, queuectl.storage.postgres
     ready, go = sys.argv[1], sys.argv[2]

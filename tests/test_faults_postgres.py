@@ -399,7 +399,7 @@ async def test_a_claim_whose_reply_is_lost_is_not_lost(postgres_target: str, pro
     it never made: with ``max_retries`` 0 it would go to the DLQ without having run at all.
     """
     from queuectl.models import JobState, NewJob, Outcome
-    from queuectl.storage.postgres import PostgresStore
+    from queuectl.storage.postgres.store import PostgresStore
 
     store = await PostgresStore.open(through(proxy, postgres_target), retry_for=20)
     observer = await PostgresStore.open(postgres_target)

@@ -28,8 +28,8 @@ import pytest
 from helpers import DEADLINE, exit_code_within, lines, queuectl_env, run_queuectl, start_worker, wait_until
 
 from queuectl.models import JobState, NewJob, Outcome
-from queuectl.storage.sqlite import SqliteStore
-from queuectl.storage.sqlite_schema import BUSY_TIMEOUT_ENV, SCHEMA_VERSION, WAL_LIMIT_BYTES, prepare
+from queuectl.storage.sqlite.schema import BUSY_TIMEOUT_ENV, SCHEMA_VERSION, WAL_LIMIT_BYTES, prepare
+from queuectl.storage.sqlite.store import SqliteStore
 
 FAST = {"backoff_base": "1", "backoff_max": "0.01", "poll_interval": "0.05"}
 #: What a user must never see from any queuectl process in these tests.
@@ -268,7 +268,7 @@ ROUNDS = 30
 # all twelve at once, so the opens collide within microseconds instead of a process start-up.
 CREATOR = r"""
 import contextlib, io, json, sys
-import queuectl.queue, queuectl.storage.sqlite, queuectl.storage.sqlite_direct, queuectl.worker
+import queuectl.queue, queuectl.storage.sqlite.store, queuectl.storage.sqlite.direct, queuectl.worker
 from queuectl.cli import main
 
 for line in sys.stdin:

@@ -22,8 +22,8 @@ import pytest
 from queuectl.errors import DuplicateJob, StoreCorrupt, StoreUnavailable
 from queuectl.models import JobState, NewJob, Outcome
 from queuectl.storage import open_store
-from queuectl.storage.postgres import PostgresStore
-from queuectl.storage.postgres_schema import SCHEMA_VERSION
+from queuectl.storage.postgres.schema import SCHEMA_VERSION
+from queuectl.storage.postgres.store import PostgresStore
 
 POSTGRES_URL_ENV = (
     "QUEUECTL_TEST_POSTGRES_URL"  # as in conftest: the postgres_target fixture skips without it
@@ -488,7 +488,7 @@ async def test_finish_and_claim_after_a_lost_reply_reports_both_parts(
 async def test_the_relaxed_commit_of_results_ends_with_its_statement(postgres_target: str) -> None:
     import asyncpg
 
-    from queuectl.storage import postgres_schema as sql
+    from queuectl.storage.postgres import schema as sql
 
     store = await PostgresStore.open(postgres_target)
     try:

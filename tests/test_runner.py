@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from queuectl.runner import RunResult, kill_process_group, run_command, use_fast_child_watcher
+from queuectl.worker.runner import RunResult, kill_process_group, run_command, use_fast_child_watcher
 
 DEADLINE = 10.0  # generous: the machine is shared, these bounds catch hangs, not slowness
 _tokens = count()

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from queuectl.models import JobState, NewJob, Outcome
-from queuectl.storage.sqlite import SqliteStore
+from queuectl.storage.sqlite.store import SqliteStore
 
 LEASE = 300.0
 

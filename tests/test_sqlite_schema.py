@@ -9,7 +9,8 @@ import pytest
 
 from queuectl.errors import StoreCorrupt
 from queuectl.models import JobState, NewJob
-from queuectl.storage import open_store, sqlite_schema
+from queuectl.storage import open_store
+from queuectl.storage.sqlite import schema as sqlite_schema
 
 
 def make_version_1_store(path: Path) -> None:

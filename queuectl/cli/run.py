@@ -96,7 +96,7 @@ def add_jobs(new_jobs: Sequence[NewJob]) -> list[Job]:
         return with_queue(lambda queue: queue.enqueue_many(new_jobs))
     if state.uses_default_target:
         make_data_dir(target)
-    from queuectl.storage.sqlite_direct import add_jobs_now
+    from queuectl.storage.sqlite.direct import add_jobs_now
 
     return add_jobs_now(sqlite_path(target), new_jobs)
 
@@ -118,6 +118,6 @@ def add_commands(ids: Sequence[str], commands: Sequence[str]) -> None:
         return
     if state.uses_default_target:
         make_data_dir(target)
-    from queuectl.storage.sqlite_direct import add_commands_now
+    from queuectl.storage.sqlite.direct import add_commands_now
 
     add_commands_now(sqlite_path(target), ids, commands)

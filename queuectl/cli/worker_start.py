@@ -71,7 +71,7 @@ def _run_pool(target: str, *, create_parent: bool, **options: object) -> None:
 
     from queuectl.cli.run import make_data_dir
     from queuectl.queue import Queue
-    from queuectl.runner import use_fast_child_watcher
+    from queuectl.worker.runner import use_fast_child_watcher
 
     if create_parent:
         make_data_dir(target)

@@ -16,10 +16,10 @@ async def open_store(target: str | None = None) -> Store:
     """
     target = target or default_target()
     if is_postgres_target(target):
-        from queuectl.storage.postgres import PostgresStore
+        from queuectl.storage.postgres.store import PostgresStore
 
         store: Store = await PostgresStore.open(target)
         return store
-    from queuectl.storage.sqlite import SqliteStore
+    from queuectl.storage.sqlite.store import SqliteStore
 
     return await SqliteStore.open(sqlite_path(target))

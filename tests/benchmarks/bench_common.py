@@ -278,7 +278,7 @@ def fill(target: str, jobs: Sequence[NewJob]) -> None:
     if target.startswith("postgresql://"):
         asyncio.run(_fill_async(target, jobs))
     else:
-        from queuectl.storage.sqlite_direct import add_jobs_now
+        from queuectl.storage.sqlite.direct import add_jobs_now
 
         for start in range(0, len(jobs), 50_000):
             add_jobs_now(Path(target), jobs[start : start + 50_000])
@@ -380,7 +380,7 @@ class Context:
 
     def sqlite_target(self, name: str) -> str:
         """A new SQLite store with queuectl's schema."""
-        from queuectl.storage import sqlite_schema
+        from queuectl.storage.sqlite import schema as sqlite_schema
 
         path = self.sqlite_file(name)
         sqlite_schema.prepare(path)

@@ -3,7 +3,7 @@
 An idle ``worker start --count 4`` runs; the benchmark process enqueues probe jobs whose command
 writes ``date +%s%N`` (the wall clock in ns) to a file. Latency is that stamp minus
 ``time.time_ns()`` taken right after the enqueue returned, i.e. after the commit. SQLite probes
-are enqueued with ``queuectl.storage.sqlite_direct.add_jobs_now`` (the insert of ``queuectl
+are enqueued with ``queuectl.storage.sqlite.direct.add_jobs_now`` (the insert of ``queuectl
 enqueue``); PostgreSQL probes with ``await queue.enqueue(...)`` of the façade.
 """
 
@@ -152,7 +152,7 @@ async def _probe(ctx: Context, queue: Queue, target: str) -> float:
     if target.startswith("postgresql://"):
         await queue.enqueue(job)
     else:
-        from queuectl.storage.sqlite_direct import add_jobs_now
+        from queuectl.storage.sqlite.direct import add_jobs_now
 
         add_jobs_now(Path(target), [job])
     committed = time.time_ns()

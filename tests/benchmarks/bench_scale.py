@@ -34,8 +34,8 @@ from bench_common import (
 from bench_throughput import worker_argv
 
 from queuectl.models import JobState
-from queuectl.storage import sqlite_schema
-from queuectl.storage.sqlite import SqliteStore
+from queuectl.storage.sqlite import schema as sqlite_schema
+from queuectl.storage.sqlite.store import SqliteStore
 
 ROW_COLUMNS = (
     "id, command, queue, priority, timeout, max_retries, run_at, state, attempts, created_at, updated_at,"

@@ -18,7 +18,7 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from queuectl.storage.sqlite_schema import translate_errors
+from queuectl.storage.sqlite.schema import translate_errors
 
 #: How often to poll ``data_version`` when inotify tells us of changes.
 FALLBACK_POLL_SECONDS = 0.1

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import anyio
 
-from queuectl.storage import sqlite_schema
+from queuectl.storage.sqlite import schema as sqlite_schema
 
 T = TypeVar("T")
 

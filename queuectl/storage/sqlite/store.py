@@ -21,9 +21,9 @@ import anyio
 from queuectl.config import Settings, SettingValue, format_setting
 from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict, StoreError
 from queuectl.models import Claim, Job, JobState, NewJob, Outcome, WorkerInfo
-from queuectl.storage import sqlite_schema
-from queuectl.storage.sqlite_lane import Lane, fetch_all
-from queuectl.storage.sqlite_rows import (
+from queuectl.storage.sqlite import schema as sqlite_schema
+from queuectl.storage.sqlite.lane import Lane, fetch_all
+from queuectl.storage.sqlite.rows import (
     CLAIM_COLUMNS,
     FULL_COLUMNS,
     INSERT,
@@ -36,8 +36,8 @@ from queuectl.storage.sqlite_rows import (
     needs_settings,
     stored_job,
 )
-from queuectl.storage.sqlite_schema import translate_errors
-from queuectl.storage.sqlite_watch import ChangeWatcher
+from queuectl.storage.sqlite.schema import translate_errors
+from queuectl.storage.sqlite.watch import ChangeWatcher
 
 Clock = Callable[[], float]
 T = TypeVar("T")

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from queuectl.config import Settings
 from queuectl.errors import DuplicateJob
-from queuectl.storage import sqlite_schema
-from queuectl.storage.sqlite_rows import INSERT, insert_rows, needs_settings, stored_job
+from queuectl.storage.sqlite import schema as sqlite_schema
+from queuectl.storage.sqlite.rows import INSERT, insert_rows, needs_settings, stored_job
 
 if TYPE_CHECKING:
     from pathlib import Path

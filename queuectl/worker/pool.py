@@ -23,9 +23,9 @@ from queuectl import retry
 from queuectl.config import Settings
 from queuectl.errors import StoreError
 from queuectl.models import Claim, JobState, Outcome
-from queuectl.orphans import kill_orphans
-from queuectl.runner import RunResult, run_command
 from queuectl.storage.base import Store
+from queuectl.worker.orphans import kill_orphans
+from queuectl.worker.runner import RunResult, run_command
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from queuectl.errors import (
     StoreUnavailable,
 )
 from queuectl.models import UNSET, Claim, Job, JobState, NewJob, Outcome, WorkerInfo
-from queuectl.storage import postgres_schema as sql
-from queuectl.storage.postgres_schema import Connection, ListenConnection, Pool, Row, job_from_row, reason
+from queuectl.storage.postgres import schema as sql
+from queuectl.storage.postgres.schema import Connection, ListenConnection, Pool, Row, job_from_row, reason
 
 try:
     import asyncpg

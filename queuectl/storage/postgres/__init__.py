@@ -1,0 +1,1 @@
+"""The shared store: PostgreSQL through asyncpg, for workers on several machines."""
