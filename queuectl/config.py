@@ -8,12 +8,25 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from queuectl.errors import InvalidInput, InvalidSetting
-from queuectl.records import Record, set_field
+from queuectl.records import Record, field, fields, record, set_field
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 SettingValue = int | float | None
+
+
+#: Upper bounds: a value past them is a typo (``poll_interval 3600``), never a wish.
+MAX_POLL_INTERVAL = 60.0
+MAX_LEASE = 86400.0
+MAX_BACKOFF = 365 * 86400.0
+MAX_TIMEOUT = 1e9  # as a job's own timeout
+MAX_RETRIES = 1_000_000  # as a job's own max_retries
+MAX_BACKOFF_BASE = 1000.0
+MAX_OUTPUT_LIMIT = 64 * 1024 * 1024
+#: A lease must outlast two poll intervals: the worker renews it from its upkeep, which runs
+#: once a poll interval, so a shorter lease would lapse while its worker is healthy.
+LEASE_POLL_RATIO = 2
 
 
 def _number(text: str) -> float:
@@ -26,45 +39,78 @@ def _number(text: str) -> float:
     return value
 
 
-def _parse_count(text: str) -> SettingValue:
+def _count(text: str, high: int) -> int:
     try:
         value = int(text.strip(), 10)
     except ValueError:
         raise ValueError("not a whole number") from None
-    if value < 0:
-        raise ValueError("must be >= 0")
+    if not 0 <= value <= high:
+        raise ValueError(f"must be a whole number from 0 to {high}")
     return value
 
 
-def _parse_positive_seconds(text: str) -> SettingValue:
-    value = _number(text)
-    if value <= 0:
-        raise ValueError("must be > 0")
+def _seconds(text: str, high: float) -> float:
+    """A duration (``30``, ``1.5``, ``5m``, ``1h30m``) > 0 and <= ``high`` seconds."""
+    from queuectl.durations import duration_seconds  # not at import: only `config set` parses
+
+    try:
+        value = duration_seconds(text)
+    except ValueError as error:
+        try:
+            value = _number(text)  # also 1e3, as settings always took
+        except ValueError:
+            raise error from None
+    if not 0 < value <= high:
+        raise ValueError(f"must be a duration > 0 and <= {_show_seconds(high)}")
     return value
 
 
-def _parse_optional_seconds(text: str) -> SettingValue:
-    if text.strip().lower() in ("none", "null"):
-        return None
-    return _parse_positive_seconds(text)
+def _show_seconds(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _parse_max_retries(text: str) -> SettingValue:
+    return _count(text, MAX_RETRIES)
 
 
 def _parse_base(text: str) -> SettingValue:
     value = _number(text)
-    if value < 1:
-        raise ValueError("must be >= 1")
+    if not 1 <= value <= MAX_BACKOFF_BASE:
+        raise ValueError(f"must be a number from 1 to {MAX_BACKOFF_BASE:g}")
     return value
 
 
+def _parse_backoff_max(text: str) -> SettingValue:
+    return _seconds(text, MAX_BACKOFF)
+
+
+def _parse_default_timeout(text: str) -> SettingValue:
+    if text.strip().lower() in ("none", "null"):
+        return None
+    return _seconds(text, MAX_TIMEOUT)
+
+
+def _parse_poll_interval(text: str) -> SettingValue:
+    return _seconds(text, MAX_POLL_INTERVAL)
+
+
+def _parse_lease(text: str) -> SettingValue:
+    return _seconds(text, MAX_LEASE)
+
+
 def _parse_output_limit(text: str) -> SettingValue:
-    value = _parse_count(text)
-    assert value is not None
-    if value < 1 or value > 64 * 1024 * 1024:
-        raise ValueError("must be from 1 to 67108864 bytes")
+    value = _count(text, MAX_OUTPUT_LIMIT)
+    if value < 1:
+        raise ValueError(f"must be a whole number of bytes from 1 to {MAX_OUTPUT_LIMIT}")
     return value
 
 
 class SettingSpec(Record):
+    """One setting as the registry describes it: its key, parser, default and help."""
+
     __slots__ = ("key", "parse", "default", "help")  # noqa: RUF023 (field order)
 
     key: str
@@ -81,78 +127,35 @@ class SettingSpec(Record):
         set_field(self, "help", help)
 
 
-SETTINGS: dict[str, SettingSpec] = {
-    spec.key: spec
-    for spec in (
-        SettingSpec("max_retries", _parse_count, 3, "retries after the first attempt (int >= 0)"),
-        SettingSpec("backoff_base", _parse_base, 2.0, "retry n waits backoff_base ** n seconds (>= 1)"),
-        SettingSpec("backoff_max", _parse_positive_seconds, 3600.0, "longest wait between retries (s > 0)"),
-        SettingSpec(
-            "default_timeout", _parse_optional_seconds, None, "timeout of jobs that set none (s > 0 or none)"
-        ),
-        SettingSpec(
-            "poll_interval", _parse_positive_seconds, 0.5, "slowest a worker is to notice due jobs (s > 0)"
-        ),
-        SettingSpec(
-            "lease", _parse_positive_seconds, 30.0, "how long a silent worker keeps its jobs (s > 0)"
-        ),
-        SettingSpec(
-            "output_limit", _parse_output_limit, 65536, "bytes of stdout/stderr tail kept per attempt"
-        ),
-    )
-}
-
-
-def parse_setting(key: str, text: str) -> SettingValue:
-    """Validate ``text`` for ``key``; raise ``InvalidSetting`` naming the key and what is valid."""
-    spec = SETTINGS.get(key)
-    if spec is None:
-        raise InvalidSetting(f"unknown config key {key!r}; valid keys: {', '.join(SETTINGS)}")
-    try:
-        return spec.parse(text)
-    except ValueError as error:
-        raise InvalidSetting(f"bad value {text!r} for {key}: {error} ({spec.help})") from None
-
-
+@record
 class Settings(Record):
-    """Typed settings, as a worker uses them."""
+    """Typed settings, as a worker uses them; the class body is the settings registry.
 
-    __slots__ = (  # noqa: RUF023 (field order)
-        "max_retries",
-        "backoff_base",
-        "backoff_max",
-        "default_timeout",
-        "poll_interval",
-        "lease",
-        "output_limit",
+    Each field is one setting: its type, its default (the only place a default is written),
+    how its text is parsed and checked, and its help. A new setting is one line here.
+    """
+
+    max_retries: int = field(
+        default=3, parse=_parse_max_retries, help="retries after the first attempt, for jobs that set none"
     )
-
-    max_retries: int
-    backoff_base: float
-    backoff_max: float
-    default_timeout: float | None
-    poll_interval: float
-    lease: float
-    output_limit: int
-
-    def __init__(
-        self,
-        *,
-        max_retries: int = 3,
-        backoff_base: float = 2.0,
-        backoff_max: float = 3600.0,
-        default_timeout: float | None = None,
-        poll_interval: float = 0.5,
-        lease: float = 30.0,
-        output_limit: int = 65536,
-    ) -> None:
-        set_field(self, "max_retries", max_retries)
-        set_field(self, "backoff_base", backoff_base)
-        set_field(self, "backoff_max", backoff_max)
-        set_field(self, "default_timeout", default_timeout)
-        set_field(self, "poll_interval", poll_interval)
-        set_field(self, "lease", lease)
-        set_field(self, "output_limit", output_limit)
+    backoff_base: float = field(
+        default=2.0, parse=_parse_base, help="retry n waits backoff_base ** n seconds"
+    )
+    backoff_max: float = field(
+        default=3600.0, parse=_parse_backoff_max, help="the longest wait between retries"
+    )
+    default_timeout: float | None = field(
+        default=None, parse=_parse_default_timeout, help="timeout of jobs that set none; none: no timeout"
+    )
+    poll_interval: float = field(
+        default=0.5, parse=_parse_poll_interval, help="the slowest a worker is to notice due jobs and leases"
+    )
+    lease: float = field(
+        default=30.0, parse=_parse_lease, help="how long a silent worker keeps its jobs (>= 2 poll intervals)"
+    )
+    output_limit: int = field(
+        default=65536, parse=_parse_output_limit, help="bytes of stdout and of stderr kept per attempt"
+    )
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, str]) -> Settings:
@@ -168,6 +171,49 @@ class Settings(Record):
 
     def to_dict(self) -> dict[str, SettingValue]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+#: The registry by key, derived from ``Settings``.
+SETTINGS: dict[str, SettingSpec] = {
+    info.name: SettingSpec(info.name, info.meta["parse"], info.default, info.meta["help"])
+    for info in fields(Settings)
+}
+
+
+def canonical_key(key: str) -> str:
+    """The setting's name as queuectl spells it: ``max-retries`` is ``max_retries``.
+
+    ``InvalidSetting`` for an unknown key, naming the valid ones.
+    """
+    canonical = key.strip().lower().replace("-", "_")
+    if canonical not in SETTINGS:
+        import difflib  # only to word a refusal
+
+        close = difflib.get_close_matches(canonical, SETTINGS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise InvalidSetting(f"unknown config key {key!r}{hint}; valid keys: {', '.join(SETTINGS)}")
+    return canonical
+
+
+def parse_setting(key: str, text: str) -> SettingValue:
+    """Validate ``text`` for ``key``; raise ``InvalidSetting`` naming the key and what is valid."""
+    key = canonical_key(key)
+    spec = SETTINGS[key]
+    try:
+        return spec.parse(text)
+    except ValueError as error:
+        raise InvalidSetting(f"bad value {text!r} for {key}: {error}; {key} is {spec.help}") from None
+
+
+def check_together(settings: Settings) -> None:
+    """Refuse settings that cannot work together: a lease its healthy worker could not keep."""
+    if settings.lease < LEASE_POLL_RATIO * settings.poll_interval:
+        raise InvalidSetting(
+            f"lease ({format_setting(settings.lease)}s) must be at least {LEASE_POLL_RATIO} x poll_interval"
+            f" ({format_setting(settings.poll_interval)}s): set lease to"
+            f" {format_setting(LEASE_POLL_RATIO * settings.poll_interval)} or more, or poll_interval to"
+            f" {format_setting(settings.lease / LEASE_POLL_RATIO)} or less"
+        )
 
 
 def format_setting(value: SettingValue) -> str:
@@ -196,17 +242,67 @@ def default_target() -> str:
 
 
 def is_postgres_target(target: str) -> bool:
-    return target.startswith(("postgresql://", "postgres://"))
+    """Whether ``target`` names a PostgreSQL store; a malformed URL is ``InvalidInput`` (exit 2)."""
+    if not target.startswith(("postgresql:", "postgres:")):
+        return False
+    check_postgres_target(target)
+    return True
+
+
+def check_postgres_target(url: str) -> None:
+    """Refuse a PostgreSQL URL without a host or database, or with a bad port.
+
+    Said here rather than left to the driver, which would fill the gaps from ``PG*`` variables
+    and the local socket: ``postgresql://`` alone must not create tables in some default database.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    shown = _redacted(url)
+    usage = "use postgresql://USER@HOST:PORT/DATABASE"
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise InvalidInput(f"bad store target {shown}: {usage}")
+    try:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+    except ValueError as error:
+        raise InvalidInput(f"bad store target {shown}: {error}; {usage}") from None
+    for host_port in parts.netloc.rpartition("@")[2].split(","):
+        host, port = _host_and_port(host_port)
+        if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise InvalidInput(f"bad store target {shown}: the port must be a number from 1 to 65535")
+        if not host and not query.get("host"):
+            raise InvalidInput(f"bad store target {shown}: the host is missing; {usage}")
+    if not parts.path.strip("/") and not (query.get("dbname") or query.get("database")):
+        raise InvalidInput(f"bad store target {shown}: the database is missing; {usage}")
+
+
+def _host_and_port(text: str) -> tuple[str, str | None]:
+    if text.startswith("["):  # [::1]:5432
+        host, _, rest = text[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else None
+    host, colon, port = text.partition(":")
+    return host, port if colon else None
+
+
+def _redacted(url: str) -> str:
+    """The URL for a message, without its password."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return repr(url)
+    scheme, _, credentials = head.partition("://")
+    user = credentials.partition(":")[0]
+    return repr(f"{scheme}://{user}@{tail}")
 
 
 def sqlite_path(target: str) -> Path:
     """The file of a SQLite target: a plain path or ``sqlite:///path``."""
     from pathlib import Path  # not at import: `import queuectl` stays light
 
-    if target.startswith("sqlite://"):
-        rest = target[len("sqlite://") :]
-        if not rest.startswith("/"):
-            raise InvalidInput(f"bad store target {target!r}: use sqlite:///absolute/path or a plain path")
+    if target.startswith("sqlite:"):
+        rest = target[len("sqlite://") :] if target.startswith("sqlite://") else ""
+        if not rest.startswith("/") or not rest.strip("/"):
+            usage = "use sqlite:///absolute/path or a plain path"
+            raise InvalidInput(f"bad store target {target!r}: the path is missing; {usage}")
         return Path(rest)
     if "://" in target:
         raise InvalidInput(f"unknown store target {target!r}: use a path, sqlite:///path or postgresql://...")

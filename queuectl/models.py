@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from queuectl.records import Record, set_field
+from queuectl.records import Record, field, fields, record, set_field
 
 
 class JobState(str, enum.Enum):
@@ -47,78 +47,34 @@ def isoformat(moment: datetime | None) -> str | None:
     return text.replace("+00:00", "Z")
 
 
+@record
 class NewJob(Record):
-    """A validated job on its way into the store.
+    """A validated job on its way into the store: the input fields, in the order users see them.
 
-    ``timeout`` and ``max_retries`` may be ``UNSET``: the store's settings
-    (``default_timeout``, ``max_retries``) fill them in when the job is added.
-    ``run_at`` of ``None`` means "now"; ``delay`` is seconds from now.
+    ``timeout`` and ``max_retries`` may be ``UNSET``: the façade fills them in from the
+    settings (``default_timeout``, ``max_retries``) before a store sees the job.
+    ``run_at`` of ``None`` means "now"; ``delay`` is seconds from now (input only).
     """
-
-    __slots__ = (  # noqa: RUF023 (field order)
-        "id",
-        "command",
-        "queue",
-        "priority",
-        "timeout",
-        "max_retries",
-        "run_at",
-        "delay",
-    )
 
     id: str
     command: str
-    queue: str
-    priority: int
-    timeout: float | Unset | None
-    max_retries: int | Unset
-    run_at: datetime | None
-    delay: float | None
-
-    def __init__(
-        self,
-        *,
-        id: str,
-        command: str,
-        queue: str = "default",
-        priority: int = 0,
-        timeout: float | Unset | None = UNSET,
-        max_retries: int | Unset = UNSET,
-        run_at: datetime | None = None,
-        delay: float | None = None,
-    ) -> None:
-        set_field(self, "id", id)
-        set_field(self, "command", command)
-        set_field(self, "queue", queue)
-        set_field(self, "priority", priority)
-        set_field(self, "timeout", timeout)
-        set_field(self, "max_retries", max_retries)
-        set_field(self, "run_at", run_at)
-        set_field(self, "delay", delay)
+    queue: str = "default"
+    priority: int = 0
+    timeout: float | Unset | None = UNSET
+    max_retries: int | Unset = UNSET
+    run_at: datetime | None = None
+    delay: float | None = None
 
 
+@record
 class Job(Record):
-    """A job as stored. Timestamps are aware UTC datetimes."""
+    """A job as stored, and the one table of its output fields. Timestamps are aware UTC datetimes.
 
-    __slots__ = (  # noqa: RUF023 (field order)
-        "id",
-        "command",
-        "queue",
-        "priority",
-        "timeout",
-        "max_retries",
-        "run_at",
-        "state",
-        "attempts",
-        "created_at",
-        "updated_at",
-        "started_at",
-        "finished_at",
-        "exit_code",
-        "last_error",
-        "stdout",
-        "stderr",
-    )
+    The stores' column lists, ``to_dict`` and the validator's field lists derive from
+    this class body: a new field is a line here (and in ``NewJob`` if users give it),
+    a migration in each store, and the code that uses it. ``detail`` fields are read
+    only for one job (``show``), never for lists.
+    """
 
     id: str
     command: str
@@ -131,121 +87,102 @@ class Job(Record):
     attempts: int
     created_at: datetime
     updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    exit_code: int | None
-    last_error: str | None
-    stdout: bytes
-    stderr: bytes
-
-    def __init__(
-        self,
-        *,
-        id: str,
-        command: str,
-        queue: str,
-        priority: int,
-        timeout: float | None,
-        max_retries: int,
-        run_at: datetime,
-        state: JobState,
-        attempts: int,
-        created_at: datetime,
-        updated_at: datetime,
-        started_at: datetime | None = None,
-        finished_at: datetime | None = None,
-        exit_code: int | None = None,
-        last_error: str | None = None,
-        stdout: bytes = b"",
-        stderr: bytes = b"",
-    ) -> None:
-        set_field(self, "id", id)
-        set_field(self, "command", command)
-        set_field(self, "queue", queue)
-        set_field(self, "priority", priority)
-        set_field(self, "timeout", timeout)
-        set_field(self, "max_retries", max_retries)
-        set_field(self, "run_at", run_at)
-        set_field(self, "state", state)
-        set_field(self, "attempts", attempts)
-        set_field(self, "created_at", created_at)
-        set_field(self, "updated_at", updated_at)
-        set_field(self, "started_at", started_at)
-        set_field(self, "finished_at", finished_at)
-        set_field(self, "exit_code", exit_code)
-        set_field(self, "last_error", last_error)
-        set_field(self, "stdout", stdout)
-        set_field(self, "stderr", stderr)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    last_error: str | None = None
+    stdout: bytes = field(default=b"", detail=True)
+    stderr: bytes = field(default=b"", detail=True)
 
     def to_dict(self, *, with_output: bool = False) -> dict[str, Any]:
-        """The job as the JSON object the CLI prints (``show`` adds the output)."""
-        data: dict[str, Any] = {
-            "id": self.id,
-            "command": self.command,
-            "queue": self.queue,
-            "priority": self.priority,
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "run_at": isoformat(self.run_at),
-            "state": self.state.value,
-            "attempts": self.attempts,
-            "created_at": isoformat(self.created_at),
-            "updated_at": isoformat(self.updated_at),
-            "started_at": isoformat(self.started_at),
-            "finished_at": isoformat(self.finished_at),
-            "exit_code": self.exit_code,
-            "last_error": self.last_error,
-        }
-        if with_output:
-            data["stdout"] = self.stdout.decode("utf-8", errors="replace")
-            data["stderr"] = self.stderr.decode("utf-8", errors="replace")
-        return data
+        """The job as the JSON object the CLI prints (``show`` adds the detail fields)."""
+        names = JOB_FIELDS if with_output else SUMMARY_FIELDS
+        return {name: _json_value(getattr(self, name)) for name in names}
 
 
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return isoformat(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+#: Every field of a stored job, in order: what ``show --json`` prints.
+JOB_FIELDS: tuple[str, ...] = tuple(info.name for info in fields(Job))
+#: The fields lists show: all but the ``detail`` ones (the output tails).
+SUMMARY_FIELDS: tuple[str, ...] = tuple(info.name for info in fields(Job) if not info.meta.get("detail"))
+#: Fields a user may give (``delay`` becomes ``run_at``).
+INPUT_FIELDS: tuple[str, ...] = tuple(info.name for info in fields(NewJob))
+#: Fields only queuectl sets: refused in input.
+OUTPUT_ONLY_FIELDS: tuple[str, ...] = tuple(name for name in JOB_FIELDS if name not in INPUT_FIELDS)
+#: Fields the stores keep as timestamps.
+TIME_FIELDS: frozenset[str] = frozenset(info.name for info in fields(Job) if "datetime" in info.annotation)
+
+
+@record
 class Claim(Record):
     """A job a worker holds. ``token`` guards every write the worker makes for it."""
-
-    __slots__ = ("job", "token")
 
     job: Job
     token: str
 
-    def __init__(
-        self,
-        *,
-        job: Job,
-        token: str,
-    ) -> None:
-        set_field(self, "job", job)
-        set_field(self, "token", token)
+
+class AttemptResult(Protocol):
+    """How an attempt ended, as an ``Outcome`` records it (the runner's ``RunResult`` is one)."""
+
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def error(self) -> str | None: ...  # why it failed (the job's ``last_error``); None: it succeeded
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime: ...
+    @property
+    def stdout(self) -> bytes: ...
+    @property
+    def stderr(self) -> bytes: ...
 
 
-class Outcome(Record):
-    """What to record when an attempt ends.
+@record
+class EndedAttempt(Record):
+    """An ``AttemptResult`` given as plain values (a lost worker's attempt, tests)."""
 
-    ``state`` is ``completed``, ``failed`` (retried ``retry_in`` seconds from
-    now) or ``dead``. The retry policy decides it; the store only writes it.
-    """
-
-    __slots__ = (  # noqa: RUF023 (field order)
-        "state",
-        "exit_code",
-        "error",
-        "started_at",
-        "finished_at",
-        "stdout",
-        "stderr",
-        "retry_in",
-    )
-
-    state: JobState
     exit_code: int | None
     error: str | None
     started_at: datetime | None
     finished_at: datetime
-    stdout: bytes
-    stderr: bytes
-    retry_in: float
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+
+@record
+class Decision(Record):
+    """What the retry policy decided after an attempt (``queuectl.retry.decide``).
+
+    ``state`` is ``completed``, ``failed`` (retried ``retry_in`` seconds from now) or ``dead``.
+    """
+
+    state: JobState
+    retry_in: float = 0.0
+
+
+class Outcome(Record):
+    """What to record when an attempt ends: the retry policy's decision and the attempt's result.
+
+    The policy decides; the store only writes. The worker pairs the two with ``Outcome.of``,
+    without copying the result; the keyword form takes plain values (``state=``, ``exit_code=``,
+    ``error=``, ``started_at=``, ``finished_at=``, ``stdout=``, ``stderr=``, ``retry_in=``).
+    Either way the store reads the same attributes.
+    """
+
+    __slots__ = ("decision", "result")
+
+    decision: Decision
+    result: AttemptResult
 
     def __init__(
         self,
@@ -259,20 +196,64 @@ class Outcome(Record):
         stderr: bytes = b"",
         retry_in: float = 0.0,
     ) -> None:
-        set_field(self, "state", state)
-        set_field(self, "exit_code", exit_code)
-        set_field(self, "error", error)
-        set_field(self, "started_at", started_at)
-        set_field(self, "finished_at", finished_at)
-        set_field(self, "stdout", stdout)
-        set_field(self, "stderr", stderr)
-        set_field(self, "retry_in", retry_in)
+        set_field(self, "decision", Decision(state=state, retry_in=retry_in))
+        set_field(
+            self,
+            "result",
+            EndedAttempt(
+                exit_code=exit_code,
+                error=error,
+                started_at=started_at,
+                finished_at=finished_at,
+                stdout=stdout,
+                stderr=stderr,
+            ),
+        )
+
+    @classmethod
+    def of(cls, decision: Decision, result: AttemptResult) -> Outcome:
+        """The outcome of an attempt that ended with ``result``: both kept as they are."""
+        outcome = object.__new__(cls)
+        set_field(outcome, "decision", decision)
+        set_field(outcome, "result", result)
+        return outcome
+
+    @property
+    def state(self) -> JobState:
+        return self.decision.state
+
+    @property
+    def retry_in(self) -> float:
+        return self.decision.retry_in
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.result.exit_code
+
+    @property
+    def error(self) -> str | None:
+        return self.result.error
+
+    @property
+    def started_at(self) -> datetime | None:
+        return self.result.started_at
+
+    @property
+    def finished_at(self) -> datetime:
+        return self.result.finished_at
+
+    @property
+    def stdout(self) -> bytes:
+        return self.result.stdout
+
+    @property
+    def stderr(self) -> bytes:
+        return self.result.stderr
 
 
+@record
 class WorkerInfo(Record):
     """One registered ``worker start`` process."""
-
-    __slots__ = ("id", "host", "pid", "started_at", "heartbeat_at", "running")  # noqa: RUF023 (field order)
 
     id: str
     host: str
@@ -281,53 +262,17 @@ class WorkerInfo(Record):
     heartbeat_at: datetime
     running: int
 
-    def __init__(
-        self,
-        *,
-        id: str,
-        host: str,
-        pid: int,
-        started_at: datetime,
-        heartbeat_at: datetime,
-        running: int,
-    ) -> None:
-        set_field(self, "id", id)
-        set_field(self, "host", host)
-        set_field(self, "pid", pid)
-        set_field(self, "started_at", started_at)
-        set_field(self, "heartbeat_at", heartbeat_at)
-        set_field(self, "running", running)
-
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "host": self.host,
-            "pid": self.pid,
-            "started_at": isoformat(self.started_at),
-            "heartbeat_at": isoformat(self.heartbeat_at),
-            "running": self.running,
-        }
+        return {name: _json_value(getattr(self, name)) for name in self.__slots__}
 
 
+@record
 class QueueStatus(Record):
     """What ``queuectl status`` shows."""
-
-    __slots__ = ("jobs", "workers", "next_run_at")  # noqa: RUF023 (field order)
 
     jobs: dict[JobState, int]
     workers: int
     next_run_at: datetime | None
-
-    def __init__(
-        self,
-        *,
-        jobs: dict[JobState, int],
-        workers: int,
-        next_run_at: datetime | None,
-    ) -> None:
-        set_field(self, "jobs", jobs)
-        set_field(self, "workers", workers)
-        set_field(self, "next_run_at", next_run_at)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -23,6 +23,19 @@ def test_embed_example_runs_end_to_end(store_target: str) -> None:
     assert "completed=2 dead=1" in done.stdout
 
 
+def test_embed_example_leaves_a_busy_store_as_it_was(store_target: str) -> None:
+    """Run twice on a store with its own jobs and settings: both runs pass, nothing else changes."""
+    assert run_queuectl(store_target, "config", "set", "backoff_max", "60").returncode == 0
+    theirs = run_queuectl(store_target, "enqueue", "--command", "echo not yours").stdout.strip()
+    command = [sys.executable, str(EXAMPLES / "embed.py"), store_target]
+    for _ in range(2):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "completed=2 dead=1" in done.stdout
+    assert json.loads(run_queuectl(store_target, "show", theirs, "--json").stdout)["state"] == "pending"
+    assert run_queuectl(store_target, "config", "get", "backoff_max").stdout.strip() == "60"
+
+
 @pytest.mark.parametrize(
     ("name", "count"),
     [("simple.json", 1), ("batch.jsonl", 3), ("priority.json", 3), ("failing.json", 1), ("timeout.json", 1)],

@@ -9,6 +9,7 @@ the façade) happen inside commands, so ``queuectl --help`` starts fast.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import os
 import sys
@@ -44,6 +45,14 @@ _COMMANDS = {
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # click suggests close names from the commands it has loaded: none, here.
+        if not args[0].startswith("-") and args[0] not in _COMMANDS:
+            raise click.exceptions.NoSuchCommand(args[0], possibilities=list(_COMMANDS), ctx=ctx)
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         found = _COMMANDS.get(cmd_name)
@@ -106,19 +115,51 @@ def _usage_error(error: click.UsageError) -> NoReturn:
         error.show()
         sys.exit(2)
     message = _one_line(error.format_message())
+    if isinstance(error, click.NoSuchOption) and error.option_name in _GLOBAL_OPTIONS:
+        message += f" ({error.option_name} goes before the command: queuectl {error.option_name} ... COMMAND)"
     ctx = error.ctx
     if ctx is not None and ctx.command.get_help_option(ctx) is not None:
         message = f"{message} (try '{ctx.command_path} --help')"
     _error(message, 2)
 
 
-def _quiet_broken_pipe() -> NoReturn:
-    """The reader of stdout went away (`queuectl list | head`): exit without noise."""
+#: Options of the ``queuectl`` group itself, which a command after them does not take.
+_GLOBAL_OPTIONS = ("--db", "-v", "--verbose")
+
+
+def _not_utf8(args: Sequence[str]) -> str | None:
+    """The first argument that is not valid UTF-8 (Python keeps such bytes as lone surrogates)."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return repr(os.fsencode(arg))[2:-1]  # as the bytes were: \xff
+    return None
+
+
+#: Errors of writing our output: every other failure to write reaches here as a ``StoreError``.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def _output_failed(error: OSError) -> NoReturn:
+    """stdout could not be written (a full disk, `> /dev/full`): one line, exit 1, no second try."""
+    _silence_stdout()
+    reason = (error.strerror or str(error)).lower()
+    _error(f"cannot write output: {reason}", 1)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the exit's own flush cannot fail again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):
         pass
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    """The reader of stdout went away (`queuectl list | head`): exit without noise."""
+    _silence_stdout()
     sys.exit(1)
 
 
@@ -128,10 +169,23 @@ def _print_traceback() -> None:
     traceback.print_exc()
 
 
+def _internal_error(error: Exception, verbose: int) -> NoReturn:
+    if verbose >= 2:
+        _print_traceback()
+    detail = _one_line(f"{type(error).__name__}: {error}")
+    if verbose < 2:
+        detail += " (run with -vv for the traceback)"
+    _say(f"{PROG}: internal error: {detail}")
+    sys.exit(1)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the command line and exit; the one place errors become exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
     state = CliState()
+    bad = _not_utf8(args)
+    if bad is not None:
+        _error(f"the argument '{bad}' is not valid UTF-8; queuectl takes UTF-8 text", 2)
     try:
         result = cli.main(args, prog_name=PROG, standalone_mode=False, obj=state)
         sys.stdout.flush()
@@ -147,12 +201,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(130)
     except BrokenPipeError:
         _quiet_broken_pipe()
+    except OSError as error:
+        if error.errno in _WRITE_ERRNOS:
+            _output_failed(error)
+        _internal_error(error, state.verbose)
     except Exception as error:
-        if state.verbose >= 2:
-            _print_traceback()
-        detail = _one_line(f"{type(error).__name__}: {error}")
-        if state.verbose < 2:
-            detail += " (run with -vv for the traceback)"
-        _say(f"{PROG}: internal error: {detail}")
-        sys.exit(1)
+        _internal_error(error, state.verbose)
     sys.exit(result if isinstance(result, int) else 0)
