@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         StoreCorrupt,
         StoreError,
         StoreUnavailable,
+        WorkerFailed,
     )
     from queuectl.models import Job, JobState, NewJob, QueueStatus, WorkerInfo
     from queuectl.queue import Queue
@@ -56,6 +57,7 @@ __all__ = (
     "StoreCorrupt",
     "StoreError",
     "StoreUnavailable",
+    "WorkerFailed",
     "WorkerInfo",
     "WorkerPool",
     "open_store",
@@ -76,6 +78,7 @@ _LAZY = {
             "StoreCorrupt",
             "StoreError",
             "StoreUnavailable",
+            "WorkerFailed",
         ),
         "queuectl.errors",
     ),

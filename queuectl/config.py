@@ -205,19 +205,52 @@ def parse_setting(key: str, text: str) -> SettingValue:
         raise InvalidSetting(f"bad value {text!r} for {key}: {error}; {key} is {spec.help}") from None
 
 
-def check_together(settings: Settings) -> None:
-    """Refuse settings that cannot work together: a lease its healthy worker could not keep."""
-    if settings.lease < LEASE_POLL_RATIO * settings.poll_interval:
+def check_together(settings: Settings, changed: str | None = None) -> None:
+    """Refuse settings that cannot work together: a lease its healthy worker could not keep.
+
+    ``changed``: the key being set, whose values that would work the message names first.
+    """
+    lease, poll = settings.lease, settings.poll_interval
+    if lease >= LEASE_POLL_RATIO * poll:
+        return
+    rule = f"lease must be at least {LEASE_POLL_RATIO} x poll_interval"
+    longest_poll = _show_seconds(lease / LEASE_POLL_RATIO)
+    shortest_lease = _show_seconds(LEASE_POLL_RATIO * poll)
+    if changed == "poll_interval":
         raise InvalidSetting(
-            f"lease ({format_setting(settings.lease)}s) must be at least {LEASE_POLL_RATIO} x poll_interval"
-            f" ({format_setting(settings.poll_interval)}s): set lease to"
-            f" {format_setting(LEASE_POLL_RATIO * settings.poll_interval)} or more, or poll_interval to"
-            f" {format_setting(settings.lease / LEASE_POLL_RATIO)} or less"
+            f"poll_interval {_show_seconds(poll)} is too long for lease {_show_seconds(lease)}: {rule};"
+            f" set poll_interval to {longest_poll} or less, or first set lease to {shortest_lease} or more"
         )
+    raise InvalidSetting(
+        f"lease {_show_seconds(lease)} is too short for poll_interval {_show_seconds(poll)}: {rule};"
+        f" set lease to {shortest_lease} or more, or first set poll_interval to {longest_poll} or less"
+    )
+
+
+def setting_texts(stored: Mapping[str, str]) -> dict[str, str]:
+    """Every setting as text, in the registry's order: as stored (as it was given) where it
+    parses, else its default's (``format_setting``), the value ``Settings.from_stored`` takes."""
+    texts = {}
+    for key, spec in SETTINGS.items():
+        text = stored.get(key)
+        if text is not None:
+            try:
+                spec.parse(text)
+            except ValueError:
+                text = None
+        texts[key] = format_setting(spec.default) if text is None else text
+    return texts
+
+
+def stored_text(value: SettingValue, text: str) -> str:
+    """What is stored for a setting given as ``text`` (already parsed to ``value``): the text as
+    given, stripped, so that ``config get`` shows it as the user wrote it (``5m``, not ``300``);
+    ``none`` for no value."""
+    return "none" if value is None else text.strip()
 
 
 def format_setting(value: SettingValue) -> str:
-    """The text form stored and printed by ``config get``."""
+    """A typed value as text: the form of a default that was never set (``setting_texts``)."""
     if value is None:
         return "none"
     if isinstance(value, float) and value.is_integer():

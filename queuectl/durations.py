@@ -23,9 +23,10 @@ _PATTERN = rf"([+-]?)(?:({_NUMBER})|(?:({_NUMBER})d)?(?:({_NUMBER})h)?(?:({_NUMB
 def duration_seconds(text: str) -> float:
     """Seconds in ``text``; ``ValueError`` for anything else. The sign is kept: callers bound it.
 
-    May return ``inf`` for absurd numbers; callers refuse it with their range check.
+    Units are lowercase: ``5M`` could as well mean months. May return ``inf`` for absurd
+    numbers; callers refuse it with their range check.
     """
-    match = re.fullmatch(_PATTERN, text.strip().lower())
+    match = re.fullmatch(_PATTERN, text.strip())
     if match is None or not any(match.groups()[1:]):
         raise ValueError(f"not a duration: use {DURATION_FORMS}")
     sign, plain, *parts = match.groups()

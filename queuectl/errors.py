@@ -8,6 +8,7 @@ One root, so callers can catch everything of ours with one clause::
     ├── JobNotFound (LookupError)   exit 1
     ├── DuplicateJob                exit 1
     ├── JobStateConflict            exit 1   e.g. `dlq retry` of a job that is not dead
+    ├── WorkerFailed                exit 1   a worker's upkeep failed: it put its jobs back, stopped
     └── StoreError                  exit 1   the store cannot be opened, read or written
         ├── StoreUnavailable                 cannot open / connect / write
         ├── StoreCorrupt                     not a queuectl store, or damaged
@@ -49,6 +50,10 @@ class DuplicateJob(QueueError):
 
 class JobStateConflict(QueueError):
     """The job is not in a state that allows this."""
+
+
+class WorkerFailed(QueueError):
+    """The worker stopped: its upkeep failed."""
 
 
 class StoreError(QueueError):

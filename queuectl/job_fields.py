@@ -1,9 +1,9 @@
-"""One job field at a time: the checks shared by JSON and ``enqueue --command`` options.
+"""One job field at a time: the checks shared by JSON, ``enqueue --command`` options and ``NewJob``s.
 
-Split from ``validation`` (strict JSON, whole jobs and files) so that ``queuectl enqueue
---command ...``, a short-lived process, imports only this: no ``json``, no ``difflib``.
-Every refusal is an ``InvalidInput`` (exit 2) whose message names the field and what
-would be right.
+``CHECKS`` is the table of them, a check per input field. Split from ``validation`` (strict
+JSON, whole jobs and files) so that ``queuectl enqueue --command ...``, a short-lived process,
+imports only this: no ``json``, no ``difflib``. Every refusal is an ``InvalidInput`` (exit 2)
+whose message names the field and what would be right.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import MAXYEAR, MINYEAR, UTC, datetime, timedelta, timezone
-from typing import TypeVar
+from typing import Any
 
 from queuectl.errors import InvalidInput
-from queuectl.models import UNSET, NewJob
+from queuectl.models import INPUT_FIELDS, NewJob
+from queuectl.records import fields
 
 #: Linux refuses one argv string of MAX_ARG_STRLEN (131072) bytes or more: the
 #: limit counts the terminating NUL, so a longer command could never be started.
@@ -28,15 +29,10 @@ MAX_TIMEOUT = 1e9
 MAX_DURATION = 100 * 365.25 * 86400  # 100 years: anything longer is surely a mistake
 
 _GREGORIAN_CYCLE = timedelta(days=146_097)  # 400 years: a whole number of weeks
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # Patterns, not compiled here: ``re`` compiles and caches each on its first use, so that
 # ``enqueue --command CMD`` compiles none it does not use (a few tenths of a ms each).
-_DURATION_PATTERN = r"([+-]?)([0-9]+(?:\.[0-9]+)?|\.[0-9]+)([smhd]?)"
 _INT_PATTERN = r"[+-]?[0-9]+"
 _SURROGATE_PATTERN = "[\ud800-\udfff]"
-_T = TypeVar("_T")
-_D = TypeVar("_D")
-_DURATION_FORMS = "seconds (30, 1.5) or a number with a unit s, m, h or d (30s, 5m, 1.5h, 1d)"
 TIMESTAMP_EXAMPLES = "e.g. 2024-05-01T12:00:00Z or 2024-05-01T14:00:00+02:00 (no offset = local time)"
 
 
@@ -44,13 +40,17 @@ TIMESTAMP_EXAMPLES = "e.g. 2024-05-01T12:00:00Z or 2024-05-01T14:00:00+02:00 (no
 
 
 def parse_duration(value: str | int | float) -> float:
-    """Seconds from ``30``, ``30s``, ``5m``, ``1.5h``, ``1d`` or a number; 0 to 100 years."""
+    """Seconds from ``30``, ``30s``, ``5m``, ``1.5h``, ``1d``, ``1h30m`` or a number; 0 to 100 years."""
     return check_duration(value, "duration")
 
 
-def check_duration(value: object, field: str, forms: str = _DURATION_FORMS) -> float:
+def check_duration(value: object, field: str, forms: str | None = None) -> float:
+    """Seconds from a number or a duration's text (``queuectl.durations``); 0 to 100 years.
+
+    ``forms`` words the accepted forms in a refusal (default: ``durations.DURATION_FORMS``).
+    """
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InvalidInput(f"{field} must be {forms}, got {show(value)}")
+        raise InvalidInput(f"{field} must be {forms or _duration_forms()}, got {show(value)}")
     if isinstance(value, str):
         seconds = _duration_text(value, field, forms)
     elif isinstance(value, int) and abs(value) > MAX_DURATION:
@@ -58,7 +58,7 @@ def check_duration(value: object, field: str, forms: str = _DURATION_FORMS) -> f
     else:
         seconds = float(value)
     if math.isnan(seconds):
-        raise InvalidInput(f"{field} must be {forms}, got {show(value)}")
+        raise InvalidInput(f"{field} must be {forms or _duration_forms()}, got {show(value)}")
     if seconds < 0:
         raise InvalidInput(f"{field} must not be negative, got {show(value)}")
     if seconds > MAX_DURATION:
@@ -66,13 +66,20 @@ def check_duration(value: object, field: str, forms: str = _DURATION_FORMS) -> f
     return seconds
 
 
-def _duration_text(text: str, field: str, forms: str) -> float:
-    match = re.fullmatch(_DURATION_PATTERN, text.strip())
-    if match is None:
-        raise InvalidInput(f"{field} must be {forms}, got {show(text)}")
-    sign, number, unit = match.groups()
-    seconds = float(number) * _DURATION_UNITS[unit]  # may be inf: refused by the range check
-    return -seconds if sign == "-" else seconds
+def _duration_text(text: str, field: str, forms: str | None) -> float:
+    # Not imported at the top: `enqueue --command CMD` without a duration does without it.
+    from queuectl.durations import duration_seconds
+
+    try:
+        return duration_seconds(text)  # may be inf: refused by the range check
+    except ValueError:
+        raise InvalidInput(f"{field} must be {forms or _duration_forms()}, got {show(text)}") from None
+
+
+def _duration_forms() -> str:
+    from queuectl.durations import DURATION_FORMS
+
+    return DURATION_FORMS
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -128,7 +135,8 @@ def _from_local(naive: datetime, what: str) -> datetime:
 
 def check_id(value: object) -> str:
     text = _name(value, "id")
-    if any(char.isspace() for char in text):
+    # ASCII that passed _name holds no control character: a space is the only whitespace left.
+    if " " in text if text.isascii() else any(char.isspace() for char in text):
         raise InvalidInput(f"id must not contain whitespace, got {show(text)}")
     return text
 
@@ -165,14 +173,26 @@ def check_max_retries(value: object) -> int:
 
 
 def check_timeout(value: object) -> float | None:
+    """Seconds > 0, as a number or a duration's text (``"5m"`` is 300.0); ``None`` for no timeout."""
     if value is None:
         return None  # explicitly no timeout, unlike an absent field (the store's default)
-    rule = "timeout must be a number of seconds > 0 and <= 1000000000, or null for none"
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    rule = (
+        "timeout must be a number of seconds > 0 and <= 1000000000 (or a duration: 90s, 5m, 1h30m),"
+        " or null for none"
+    )
+    seconds = value
+    if isinstance(value, str):
+        from queuectl.durations import duration_seconds  # only when a timeout is text
+
+        try:
+            seconds = duration_seconds(value)
+        except ValueError:
+            raise InvalidInput(f"{rule}, got {show(value)}") from None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise InvalidInput(f"{rule}, got {show(value)}")
-    if not 0 < value <= MAX_TIMEOUT:  # also refuses NaN
+    if not 0 < seconds <= MAX_TIMEOUT:  # also refuses NaN
         raise InvalidInput(f"{rule}, got {show(value)}")
-    return float(value)
+    return float(seconds)
 
 
 def check_run_at(value: object) -> datetime:
@@ -204,6 +224,8 @@ def _name(value: object, field: str) -> str:
     text = _string(value, field)
     if not 1 <= len(text) <= MAX_NAME_CHARS:
         raise InvalidInput(f"{field} must be 1 to {MAX_NAME_CHARS} characters, got {len(text)}")
+    if text.isascii() and text.isprintable():  # ASCII has no Cf, and its Cc are the unprintable
+        return text
     import unicodedata  # only for ids and queue names: `enqueue --command CMD` has neither
 
     for char in text:
@@ -242,6 +264,52 @@ def clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# --- whole jobs -------------------------------------------------------------------------
+
+#: Each input field's check, in ``NewJob``'s order: an untrusted value in, the field's value out
+#: (or ``InvalidInput``). JSON, options and ``NewJob``s given to the façade all go through it.
+CHECKS: dict[str, Callable[[Any], Any]] = {
+    "id": check_id,
+    "command": check_command,
+    "queue": check_queue,
+    "priority": check_priority,
+    "timeout": check_timeout,
+    "max_retries": check_max_retries,
+    "run_at": check_run_at,
+    "delay": check_delay,
+}
+if tuple(CHECKS) != INPUT_FIELDS:  # a new input field needs its check here
+    raise RuntimeError(f"job_fields.CHECKS {tuple(CHECKS)} do not match NewJob's fields {INPUT_FIELDS}")
+
+#: ``NewJob``'s fields with their defaults; a field left at its default (the very object) needs no check.
+_DEFAULTS = tuple((info.name, info.default) for info in fields(NewJob))
+
+
+def new_id() -> str:
+    """The id of a job given without one: a new random UUID4."""
+    return str(uuid.uuid4())
+
+
+def checked(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (input fields by name, all known) run through ``CHECKS``, in ``NewJob``'s order."""
+    return {name: check(values[name]) for name, check in CHECKS.items() if name in values}
+
+
+def new_job_fields(job: NewJob) -> dict[str, Any]:
+    """The fields of a ``NewJob`` checked as any input is: those not left at their default.
+
+    What the façade does with a ``NewJob`` it is given: building one checks nothing.
+    """
+    if job.run_at is not None and job.delay is not None:
+        raise InvalidInput("give run_at or delay, not both")
+    values = {}
+    for name, default in _DEFAULTS:
+        value = getattr(job, name)
+        if value is not default:
+            values[name] = CHECKS[name](value)
+    return values
+
+
 # --- command-line options ---------------------------------------------------------------
 
 
@@ -258,32 +326,26 @@ def job_from_options(
 ) -> NewJob:
     """A ``NewJob`` from ``enqueue --command ... --priority ...`` option strings.
 
-    The strings are converted here, then checked by the same rules as JSON input.
+    The strings are converted here (``_FROM_TEXT``), then checked by the same rules as JSON input.
     """
     if run_at is not None and delay is not None:
         raise InvalidInput("give --run-at or --delay, not both")
-    return NewJob(
-        id=check_id(id) if id is not None else str(uuid.uuid4()),
-        command=check_command(command),
-        queue=check_queue(queue) if queue is not None else "default",
-        priority=_option(priority, "priority", _whole, check_priority, 0),
-        timeout=_option(timeout, "timeout", _timeout_text, check_timeout, UNSET),
-        max_retries=_option(max_retries, "max_retries", _whole, check_max_retries, UNSET),
-        run_at=check_timestamp(run_at, "run_at") if run_at is not None else None,
-        delay=check_duration(delay, "delay") if delay is not None else None,
-    )
-
-
-def _option(
-    text: str | None,
-    field: str,
-    convert: Callable[[str, str], object],
-    check: Callable[[object], _T],
-    default: _D,
-) -> _T | _D:
-    if text is None:
-        return default
-    return check(convert(text, field))
+    texts = {
+        "id": id,
+        "command": command,
+        "queue": queue,
+        "priority": priority,
+        "timeout": timeout,
+        "max_retries": max_retries,
+        "run_at": run_at,
+        "delay": delay,
+    }
+    values = {}
+    for name, text in texts.items():  # in NewJob's order, as JSON input is checked
+        if text is not None:
+            values[name] = CHECKS[name](_FROM_TEXT[name](text, name) if name in _FROM_TEXT else text)
+    values.setdefault("id", new_id())
+    return NewJob(**values)
 
 
 def _whole(text: str, field: str) -> int:
@@ -299,4 +361,12 @@ def _whole(text: str, field: str) -> int:
 def _timeout_text(text: str, field: str) -> float | None:
     if text.strip().lower() in ("none", "null"):
         return None
-    return check_duration(text, field, f"{_DURATION_FORMS}, or none for no timeout")
+    return check_duration(text, field, f"{_duration_forms()}, or none for no timeout")
+
+
+#: Options whose text is not the field's value as it is: how it becomes one (then checked).
+_FROM_TEXT: dict[str, Callable[[str, str], object]] = {
+    "priority": _whole,
+    "timeout": _timeout_text,
+    "max_retries": _whole,
+}

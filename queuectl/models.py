@@ -31,7 +31,10 @@ FINAL_STATES: frozenset[JobState] = frozenset({JobState.COMPLETED, JobState.DEAD
 
 
 class Unset(enum.Enum):
-    """Marks an input field that was not given, so the store's setting applies."""
+    """Marks an input field that was not given, so that a setting gives its value.
+
+    The façade (``Queue``, ``queuectl.enqueue``) fills it in before a store sees the job.
+    """
 
     UNSET = "unset"
 
@@ -49,21 +52,23 @@ def isoformat(moment: datetime | None) -> str | None:
 
 @record
 class NewJob(Record):
-    """A validated job on its way into the store: the input fields, in the order users see them.
+    """A job on its way into the store: the input fields, in the order users see them.
 
-    ``timeout`` and ``max_retries`` may be ``UNSET``: the façade fills them in from the
-    settings (``default_timeout``, ``max_retries``) before a store sees the job.
-    ``run_at`` of ``None`` means "now"; ``delay`` is seconds from now (input only).
+    Building one checks nothing: the façade (``Queue.enqueue``, ``queuectl.enqueue``) checks
+    every field of every job it is given, ``NewJob`` or mapping, by the rules in ``job_fields``.
+    A field whose default is ``UNSET`` takes the setting its ``setting`` names; the façade fills
+    it in, so a store never sees ``UNSET``. ``run_at`` of ``None`` means "now"; ``delay`` is
+    seconds from now and ``input_only``: stores keep the ``run_at`` it gives.
     """
 
     id: str
     command: str
     queue: str = "default"
     priority: int = 0
-    timeout: float | Unset | None = UNSET
-    max_retries: int | Unset = UNSET
+    timeout: float | Unset | None = field(default=UNSET, setting="default_timeout")
+    max_retries: int | Unset = field(default=UNSET, setting="max_retries")
     run_at: datetime | None = None
-    delay: float | None = None
+    delay: float | None = field(default=None, input_only=True)
 
 
 @record
@@ -118,6 +123,14 @@ SUMMARY_FIELDS: tuple[str, ...] = tuple(info.name for info in fields(Job) if not
 INPUT_FIELDS: tuple[str, ...] = tuple(info.name for info in fields(NewJob))
 #: Fields only queuectl sets: refused in input.
 OUTPUT_ONLY_FIELDS: tuple[str, ...] = tuple(name for name in JOB_FIELDS if name not in INPUT_FIELDS)
+#: The input fields a store keeps as they are, in order: all but the ``input_only`` ones.
+STORED_INPUT_FIELDS: tuple[str, ...] = tuple(
+    info.name for info in fields(NewJob) if not info.meta.get("input_only")
+)
+#: Input fields whose default is a setting: field name -> ``Settings`` key.
+SETTING_DEFAULTS: dict[str, str] = {
+    info.name: info.meta["setting"] for info in fields(NewJob) if "setting" in info.meta
+}
 #: Fields the stores keep as timestamps.
 TIME_FIELDS: frozenset[str] = frozenset(info.name for info in fields(Job) if "datetime" in info.annotation)
 

@@ -1,26 +1,41 @@
-"""The façade the CLI and embedding applications share."""
+"""The façade the CLI and embedding applications share.
+
+It holds the policy a store does not: every job is checked and its defaults filled in from the
+settings before the store sees it (the rules are in ``queuectl.enqueue``, shared with the
+synchronous path the command line takes).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from queuectl.config import Settings, SettingValue, parse_setting
-from queuectl.models import FINAL_STATES, Job, JobState, NewJob, QueueStatus, WorkerInfo
+from queuectl.config import (
+    Settings,
+    SettingValue,
+    canonical_key,
+    check_together,
+    parse_setting,
+    setting_texts,
+    stored_text,
+)
+from queuectl.enqueue import JobInput, check, resolve, unresolved
+from queuectl.models import FINAL_STATES, Job, JobState, QueueStatus, WorkerInfo
 from queuectl.storage import Store, open_store
-from queuectl.validation import validate_job
 
 if TYPE_CHECKING:
     from queuectl.worker import WorkerPool
 
-JobInput = NewJob | Mapping[str, Any]
+__all__ = ("JobInput", "Queue")
 
-
-def _as_new_job(job: JobInput) -> NewJob:
-    return job if isinstance(job, NewJob) else validate_job(job)
+#: The longest the settings that fill in new jobs' defaults are kept between reads (and at
+#: most one poll interval): a read per enqueue would cost a third of an embedded enqueue, and
+#: settings reach running workers within a poll interval, so they reach enqueuers as fast.
+SETTINGS_MAX_AGE = 1.0
 
 
 class Queue:
@@ -32,13 +47,15 @@ class Queue:
             job = await queue.enqueue({"command": "echo hello"})
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] | None = None) -> None:
         self.store = store
+        self._clock = clock  # what the store was opened with: the pool's clock too
+        self._settings: tuple[float, Settings] | None = None  # (good until, settings) for enqueues
 
     @classmethod
-    async def open(cls, target: str | None = None) -> Queue:
-        """Open the store at ``target`` (see ``queuectl.storage.open_store``)."""
-        return cls(await open_store(target))
+    async def open(cls, target: str | None = None, *, clock: Callable[[], float] | None = None) -> Queue:
+        """Open the store at ``target`` (see ``queuectl.storage.open_store``, also for ``clock``)."""
+        return cls(await open_store(target, clock=clock), clock=clock)
 
     async def aclose(self) -> None:
         await self.store.close()
@@ -59,29 +76,55 @@ class Queue:
     async def enqueue(self, job: JobInput | None = None, /, **fields: Any) -> Job:
         """Enqueue one job, given as a ``NewJob``, a mapping, or keyword fields.
 
-        ``await queue.enqueue(command="make test", priority=5)``. Input is validated
-        as strictly as the CLI's JSON; ``InvalidInput`` says what is wrong.
+        ``await queue.enqueue(command="make test", priority=5)``. Input is checked as
+        strictly as the CLI's JSON, a ``NewJob`` too; ``InvalidInput`` says what is wrong.
         """
         if job is None:
             job = fields
         elif fields:
             raise TypeError("give a job or keyword fields, not both")
-        (stored,) = await self.store.add_jobs([_as_new_job(job)])
+        (stored,) = await self._add_checked([check(job)])
         return stored
 
     async def enqueue_many(self, jobs: Sequence[JobInput]) -> list[Job]:
         """Enqueue all of ``jobs`` in one transaction, or none of them."""
-        return await self.store.add_jobs([_as_new_job(job) for job in jobs])
+        return await self._add_checked([check(job) for job in jobs])
+
+    async def _add_checked(self, checked: list[dict[str, Any]]) -> list[Job]:
+        """Enqueue jobs given as their fields, already checked (``queuectl.enqueue.check``).
+
+        Fields left out whose default is a setting take it (``queuectl.enqueue.resolve``;
+        the dicts are completed in place), then the store inserts all of them or none.
+        Private: the checks are the caller's (here, and ``queuectl.enqueue`` on PostgreSQL).
+        """
+        settings = await self._enqueue_settings() if any(map(unresolved, checked)) else None
+        return await self.store.add_jobs([resolve(fields, settings) for fields in checked])
+
+    async def _enqueue_settings(self) -> Settings:
+        """The settings, read again once older than a poll interval (``SETTINGS_MAX_AGE`` at most)."""
+        if self._settings is not None and time.monotonic() < self._settings[0]:
+            return self._settings[1]
+        return await self.settings()
 
     async def get(self, job_id: str) -> Job:
         """One job with its output; ``JobNotFound`` if there is none."""
         return await self.store.get_job(job_id)
 
     async def list_jobs(
-        self, *, state: JobState | None = None, queue: str | None = None, limit: int | None = None
+        self,
+        *,
+        state: JobState | Sequence[JobState] | None = None,
+        queue: str | Sequence[str] | None = None,
+        limit: int | None = None,
     ) -> list[Job]:
-        """Jobs newest first."""
+        """Jobs newest first. ``state`` and ``queue`` take one value or several (any of them)."""
         return await self.store.list_jobs(state=state, queue=queue, limit=limit)
+
+    async def count_matching(
+        self, *, state: JobState | Sequence[JobState] | None = None, queue: str | Sequence[str] | None = None
+    ) -> int:
+        """How many jobs ``list_jobs`` with these filters returns without a limit: one count."""
+        return await self.store.count_matching(state=state, queue=queue)
 
     async def wait_for(self, job_id: str, *, timeout: float | None = None, poll: float = 0.05) -> Job:
         """Wait until the job is ``completed`` or ``dead``; return it.
@@ -97,7 +140,7 @@ class Queue:
 
     async def status(self) -> QueueStatus:
         """Counts by state, live workers, and the next scheduled run."""
-        settings = await self.store.settings()
+        settings = await self.settings()
         counts = await self.store.count_jobs()
         workers = await self.store.list_workers(stale_after=settings.lease)
         next_run = await self.store.earliest_run_at()
@@ -119,28 +162,46 @@ class Queue:
     # --- settings -------------------------------------------------------------------------
 
     async def settings(self) -> Settings:
-        return await self.store.settings()
+        """The store's settings, read now."""
+        settings = await self.store.settings()
+        self._settings = (time.monotonic() + min(settings.poll_interval, SETTINGS_MAX_AGE), settings)
+        return settings
+
+    async def setting_texts(self) -> dict[str, str]:
+        """Every setting as text, as it was given (``5m`` stays ``5m``); defaults for keys never set."""
+        return setting_texts(await self.store.stored_settings())
 
     async def set_setting(self, key: str, text: str) -> SettingValue:
-        """Validate and persist one setting; return its typed value."""
+        """Validate and persist one setting; return its typed value.
+
+        The value is checked alone (``parse_setting``), then with the other settings as they
+        would be (``check_together``: a lease at least two poll intervals): ``InvalidSetting``
+        says which values would work, and nothing is written. The text is stored as given.
+        """
+        key = canonical_key(key)
         value = parse_setting(key, text)
-        await self.store.set_setting(key, value)
+        values: dict[str, Any] = {**(await self.store.settings()).to_dict(), key: value}
+        check_together(Settings(**values), changed=key)
+        self._settings = None
+        await self.store.set_setting(key, stored_text(value, text))
         return value
 
     # --- workers --------------------------------------------------------------------------
 
     async def workers(self) -> list[WorkerInfo]:
         """Live worker processes."""
-        settings = await self.store.settings()
+        settings = await self.settings()
         return await self.store.list_workers(stale_after=settings.lease)
 
     async def stop_workers(self) -> int:
         """Ask every live worker of this store to stop gracefully; return how many."""
-        settings = await self.store.settings()
+        settings = await self.settings()
         return await self.store.request_stop(stale_after=settings.lease)
 
     def pool(self, **options: Any) -> WorkerPool:
-        """A worker pool on this queue; see ``WorkerPool`` for the options."""
+        """A worker pool on this queue; see ``WorkerPool`` for the options (``clock``: the queue's)."""
         from queuectl.worker import WorkerPool
 
+        if self._clock is not None:
+            options.setdefault("clock", self._clock)
         return WorkerPool(self.store, **options)

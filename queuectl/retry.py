@@ -1,6 +1,6 @@
-"""The retry policy: how long to wait before a retry, and whether a job has any left.
+"""The retry policy: what becomes of a job after an attempt, and how long until its retry.
 
-Pure functions: the worker asks, the store writes the answer.
+Pure functions: the worker asks once per attempt (``decide``), the store writes the answer.
 """
 
 from __future__ import annotations
@@ -8,7 +8,26 @@ from __future__ import annotations
 import math
 
 from queuectl.config import Settings
-from queuectl.models import JobState
+from queuectl.models import Decision, Job, JobState
+
+__all__ = ("Decision", "backoff_seconds", "decide", "retry_delay")
+
+_COMPLETED = Decision(state=JobState.COMPLETED)
+_DEAD = Decision(state=JobState.DEAD)
+
+
+def decide(job: Job, error: str | None, settings: Settings) -> Decision:
+    """After an attempt of ``job`` that failed because of ``error`` (``None``: it succeeded).
+
+    ``completed``; else ``failed``, to be retried after the backoff, while attempts remain
+    (a job runs at most ``max_retries + 1`` times); else ``dead``.
+    """
+    if error is None:
+        return _COMPLETED
+    attempts = job.attempts
+    if attempts > job.max_retries:
+        return _DEAD
+    return Decision(state=JobState.FAILED, retry_in=retry_delay(attempts, settings))
 
 
 def backoff_seconds(attempts: int, base: float, ceiling: float) -> float:
@@ -21,11 +40,6 @@ def backoff_seconds(attempts: int, base: float, ceiling: float) -> float:
     if attempts * math.log(base) >= math.log(ceiling):
         return ceiling
     return float(base**attempts)
-
-
-def next_state(attempts: int, max_retries: int) -> JobState:
-    """``failed`` (to be retried) while attempts remain, else ``dead``."""
-    return JobState.FAILED if attempts <= max_retries else JobState.DEAD
 
 
 def retry_delay(attempts: int, settings: Settings) -> float:

@@ -9,58 +9,43 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from queuectl import models
 from queuectl.errors import InvalidInput
 from queuectl.job_fields import (
     MAX_COMMAND_BYTES,
-    check_command,
-    check_delay,
-    check_id,
-    check_max_retries,
-    check_priority,
-    check_queue,
-    check_run_at,
-    check_timeout,
+    checked,
     clip,
     job_from_options,
+    new_id,
     parse_duration,
     parse_timestamp,
     show,
 )
-from queuectl.models import UNSET, NewJob
+from queuectl.models import NewJob
 
 __all__ = [
     "INPUT_FIELDS",
     "MAX_COMMAND_BYTES",
     "OUTPUT_FIELDS",
+    "checked_fields",
     "decode_input",
     "job_from_options",
     "loads_strict",
     "parse_duration",
     "parse_job_json",
     "parse_jobs_document",
+    "parse_jobs_fields",
     "parse_timestamp",
     "validate_job",
 ]
 
-INPUT_FIELDS = ("id", "command", "queue", "priority", "timeout", "max_retries", "run_at", "delay")
-OUTPUT_FIELDS = frozenset(
-    {
-        "state",
-        "attempts",
-        "created_at",
-        "updated_at",
-        "started_at",
-        "finished_at",
-        "exit_code",
-        "last_error",
-        "stdout",
-        "stderr",
-    }
-)
+#: The fields a job given as input may have, in order (from ``models``).
+INPUT_FIELDS = models.INPUT_FIELDS
+#: The fields only queuectl sets: named as output-only when given.
+OUTPUT_FIELDS = frozenset(models.OUTPUT_ONLY_FIELDS)
 
 _BOM = "\ufeff"
 _JSON_SPACE = " \t\n\r"  # what JSON itself counts as whitespace
@@ -147,6 +132,14 @@ _DECODER = json.JSONDecoder(
 
 def validate_job(data: Mapping[str, Any]) -> NewJob:
     """A ``NewJob`` from an already-parsed JSON object (or any mapping)."""
+    return NewJob(**checked_fields(data))
+
+
+def checked_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked fields of a job given as a JSON object (or any mapping), a new id if none.
+
+    Fields not given are left out: ``NewJob`` defaults, or the façade fills them in.
+    """
     if not isinstance(data, Mapping):
         raise InvalidInput(f"a job must be a JSON object, got {_kind(data)}")
     _check_keys(data)
@@ -154,16 +147,10 @@ def validate_job(data: Mapping[str, Any]) -> NewJob:
         raise InvalidInput('command is required: the shell command to run, e.g. {"command": "echo hi"}')
     if "run_at" in data and "delay" in data:
         raise InvalidInput("give run_at or delay, not both")
-    return NewJob(
-        id=check_id(data["id"]) if "id" in data else str(uuid.uuid4()),
-        command=check_command(data["command"]),
-        queue=check_queue(data["queue"]) if "queue" in data else "default",
-        priority=check_priority(data["priority"]) if "priority" in data else 0,
-        timeout=check_timeout(data["timeout"]) if "timeout" in data else UNSET,
-        max_retries=check_max_retries(data["max_retries"]) if "max_retries" in data else UNSET,
-        run_at=check_run_at(data["run_at"]) if "run_at" in data else None,
-        delay=check_delay(data["delay"]) if "delay" in data else None,
-    )
+    values = checked(data)
+    if "id" not in values:
+        values["id"] = new_id()
+    return values
 
 
 def _check_keys(data: Mapping[Any, Any]) -> None:
@@ -206,6 +193,11 @@ def parse_jobs_document(text: str) -> list[NewJob]:
 
     All or nothing: every bad record is collected and reported in one ``InvalidInput``.
     """
+    return [NewJob(**values) for values in parse_jobs_fields(text)]
+
+
+def parse_jobs_fields(text: str) -> list[dict[str, Any]]:
+    """``parse_jobs_document``, each job as its ``checked_fields`` rather than a ``NewJob``."""
     text = text.removeprefix(_BOM)
     if not text:
         raise InvalidInput("the file is empty")
@@ -255,22 +247,23 @@ def _json_document(value: Any) -> list[_Record]:
     raise InvalidInput(f"expected a JSON object, an array of objects, or JSON Lines; got {_kind(value)}")
 
 
-def _validate_all(records: list[_Record]) -> list[NewJob]:
-    jobs: list[NewJob] = []
+def _validate_all(records: list[_Record]) -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = []
     errors: list[str] = []
     first_seen: dict[str, str] = {}
     for label, value, error in records:
         try:
             if error is not None:
                 raise error
-            job = validate_job(value)
+            job = checked_fields(value)
         except InvalidInput as problem:
             errors.append(f"{label}: {problem}" if label else str(problem))
             continue
-        if job.id in first_seen:
-            errors.append(f"{label}: id {show(job.id)} is already used by {first_seen[job.id]}")
+        job_id = job["id"]
+        if job_id in first_seen:
+            errors.append(f"{label}: id {show(job_id)} is already used by {first_seen[job_id]}")
             continue
-        first_seen[job.id] = label
+        first_seen[job_id] = label
         jobs.append(job)
     if errors:
         raise InvalidInput(_summary(errors))

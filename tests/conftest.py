@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from helpers import Cli, Result, invoke, is_postgres
 
 from queuectl.storage import Store, open_store
 
@@ -92,3 +93,24 @@ async def store(store_target: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+def cli_target(store_target: str, tmp_path: Path) -> str:
+    """``store_target`` for command-line tests: a SQLite file alone in a directory of its own,
+    so that ``helpers.assert_wrote_nothing`` can tell that a refused command created nothing."""
+    if is_postgres(store_target):
+        return store_target
+    directory = tmp_path / "store"
+    directory.mkdir()
+    return str(directory / "queue.db")
+
+
+@pytest.fixture
+def cli(cli_target: str) -> Cli:
+    """``queuectl --db TARGET ...`` in-process, on each backend."""
+
+    def run(*args: str, input: bytes | str | None = None) -> Result:
+        return invoke("--db", cli_target, *args, input=input)
+
+    return run

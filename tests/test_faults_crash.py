@@ -6,7 +6,7 @@ file, so that "no process of that attempt is left" can be checked by pid *and* t
 by an unrelated process never carries the token.
 
 Kill points inside the worker are hit with the test-only hook ``QUEUECTL_TEST_CRASH_AT`` (see
-``queuectl/worker/pool.py``); "while the job runs" needs no hook: the job runs ``kill -9 $PPID`` (the
+``queuectl/testing.py``); "while the job runs" needs no hook: the job runs ``kill -9 $PPID`` (the
 job's shell is a direct child of the worker).
 """
 
@@ -31,7 +31,8 @@ from queuectl import Queue
 from queuectl.config import is_postgres_target, sqlite_path
 from queuectl.models import JobState
 from queuectl.worker.orphans import kill_orphans, processes_with_token
-from queuectl.worker.pool import KILL_GRACE, WORKER_LOST
+from queuectl.worker.pool import KILL_GRACE
+from queuectl.worker.upkeep import WORKER_LOST
 
 FAST = {"backoff_base": "1", "backoff_max": "0.01", "poll_interval": "0.05"}
 LEASE = 1.0

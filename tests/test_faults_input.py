@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from helpers import DEADLINE, queuectl_env, wait_until
+from helpers import DEADLINE, Result, invoke, queuectl_env, wait_until
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from queuectl.cli import main
 from queuectl.errors import InvalidInput
 from queuectl.models import isoformat
 from queuectl.validation import (
@@ -58,31 +56,6 @@ def precision(moment: datetime) -> timedelta:
 
 
 # --- running the CLI in-process -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: bytes
-    err: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def invoke(*args: str, input: bytes | str | None = None) -> Result:
-    """``main(args)`` as the ``queuectl`` process would run it, with its streams captured."""
-    runner = CliRunner()
-    code: int | str | None = None
-    with runner.isolation(input=input) as (out, err, _):
-        try:
-            main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code
-        else:  # pragma: no cover - main always exits
-            raise AssertionError("main() returned instead of exiting")
-    assert isinstance(code, int), code
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def error_line(result: Result, code: int, *words: str) -> str:

@@ -405,7 +405,10 @@ async def test_a_claim_whose_reply_is_lost_is_not_lost(postgres_target: str, pro
     observer = await PostgresStore.open(postgres_target)
     try:
         await store.add_jobs(
-            [NewJob(id="warm", command="true"), NewJob(id="once", command="true", max_retries=0)]
+            [
+                NewJob(id="warm", command="true", timeout=None, max_retries=3),
+                NewJob(id="once", command="true", timeout=None, max_retries=0),
+            ]
         )
         # Warm up: asyncpg prepares a statement on first use, one more reply to lose.
         (warm,) = await store.claim(worker_id="w", queues=None, limit=1, lease=60)

@@ -13,6 +13,7 @@ import json
 import os
 import select
 import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,10 +27,12 @@ from pathlib import Path
 
 import pytest
 from helpers import DEADLINE, exit_code_within, lines, queuectl_env, run_queuectl, start_worker, wait_until
+from test_store import new
 
-from queuectl.models import JobState, NewJob, Outcome
-from queuectl.storage.sqlite.schema import BUSY_TIMEOUT_ENV, SCHEMA_VERSION, WAL_LIMIT_BYTES, prepare
+from queuectl.models import JobState, Outcome
+from queuectl.storage.sqlite.schema import BUSY_TIMEOUT_ENV, SCHEMA_VERSION, prepare
 from queuectl.storage.sqlite.store import SqliteStore
+from queuectl.storage.sqlite.wal import WAL_LIMIT_BYTES
 
 FAST = {"backoff_base": "1", "backoff_max": "0.01", "poll_interval": "0.05"}
 #: What a user must never see from any queuectl process in these tests.
@@ -343,7 +346,10 @@ def test_twelve_processes_create_the_same_store_at_once(tmp_path: Path) -> None:
             deadline = time.monotonic() + DEADLINE
             for index, creator in enumerate(creators):
                 result = read_result(creator, deadline)
-                assert (result["code"], result["stderr"]) == (0, ""), (round_number, index, result)
+                # `status` says so when it finds no store and leaves one (issue 11): nothing else.
+                created = f"queuectl: created a new empty store at {path}\n" if index % 3 == 1 else ""
+                assert result["code"] == 0, (round_number, index, result)
+                assert result["stderr"] in ("", created), (round_number, index, result)
             check_new_store(path, jobs=len(range(0, CREATORS, 3)))
     finally:
         for creator in creators:
@@ -438,7 +444,7 @@ async def test_store_truncates_a_wal_that_a_busy_reader_starved(tmp_path: Path) 
             padder.execute("INSERT INTO padding VALUES (zeroblob(1 << 20))")
         assert wal.stat().st_size > WAL_LIMIT_BYTES
         busy_reader.start()
-        await store.add_jobs([NewJob(id="a", command="true")])
+        await store.add_jobs([new("a")])
         (claim,) = await store.claim(worker_id="w", queues=None, limit=1, lease=60)
         now = datetime.now(UTC)
         completed = Outcome(
@@ -578,3 +584,134 @@ def test_disk_full_enqueue_fails_cleanly_and_the_worker_carries_on(small_disk: P
         f" enqueue-file: {refused_file.stderr.strip()!r}; enqueue: {refused_single.stderr.strip()!r};"
         f" the worker: {[line for line in full_log.splitlines() if DISK_FULL in line][:2]}"
     )
+
+
+# --- Ctrl-C while waiting for a lock; folders SQLite cannot use --------------------------------
+
+#: How long an interrupted command may take to exit: generous, against the 10 s busy timeout.
+INTERRUPT_BOUND = 2.0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["enqueue", "--command", "true", "--id", "interrupted"],
+        ["config", "set", "max_retries", "7"],
+        ["dlq", "retry", "--all"],
+        ["worker", "stop"],
+    ],
+    ids=["enqueue", "config-set", "dlq-retry", "worker-stop"],
+)
+def test_ctrl_c_while_waiting_for_a_locked_store_exits_at_once_writing_nothing(
+    tmp_path: Path, args: list[str]
+) -> None:
+    path = tmp_path / "queue.db"
+    prepare(path)
+    target = str(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        process = start_queuectl(target, *args)
+        wait_until(lambda: has_open(process.pid, path), what="the command to open the store")
+        # Unlocked, each command is done well within this: it is waiting for the lock.
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=1.0)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        done = finish(process)
+        took = time.monotonic() - interrupted
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert took < INTERRUPT_BOUND, f"exited {took:.2f} s after Ctrl-C"
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr and "error" not in done.stderr, done.stderr
+    with reader(path) as connection:
+        assert connection.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+        assert connection.execute("SELECT count(*) FROM settings").fetchone() == (0,)
+        assert connection.execute("SELECT count(*) FROM workers").fetchone() == (0,)
+
+
+def test_the_busy_timeout_hook_is_read_by_the_testing_module_only_when_set() -> None:
+    code = (
+        "import sys; from queuectl.storage.sqlite import schema;"
+        " print(schema.BUSY_TIMEOUT_SECONDS, 'queuectl.testing' in sys.modules)"
+    )
+    for value, expected in (
+        (None, "10.0 False"),
+        ("0.5", "0.5 True"),
+        ("-1", "10.0 True"),
+        ("x", "10.0 True"),
+    ):
+        env = {key: text for key, text in os.environ.items() if key != BUSY_TIMEOUT_ENV}
+        if value is not None:
+            env[BUSY_TIMEOUT_ENV] = value
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        assert done.stdout.strip() == expected, (value, done.stdout, done.stderr)
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["enqueue", "--command", "true"], ["config", "set", "lease", "60"]]
+)
+def test_a_store_in_a_missing_folder_says_so(tmp_path: Path, args: list[str]) -> None:
+    path = tmp_path / "missing" / "queue.db"
+    done = run_queuectl(str(path), *args)
+    assert_one_line_error(done, path, f"folder {path.parent} does not exist")
+    assert not path.parent.exists()
+
+
+def _read_only_bind_mount_works() -> bool:
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount --bind / / 2>/dev/null && mount -o remount,ro,bind / /"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    not shutil.which("unshare") or not _read_only_bind_mount_works(),
+    reason="needs root and mount namespaces (unshare -m) for a read-only bind mount",
+)
+@pytest.mark.parametrize(
+    ("args", "exists", "needs"),
+    [
+        (["status"], True, "queue.db-wal"),
+        (["enqueue", "--command", "true"], True, "queue.db-wal"),
+        (["enqueue", "--command", "true"], False, "queue.db"),
+    ],
+)
+def test_a_store_in_a_read_only_folder_says_so(
+    tmp_path: Path, args: list[str], exists: bool, needs: str
+) -> None:
+    """A real read-only folder, even for root: a read-only bind mount in a mount namespace of its own.
+
+    (Permission bits would not do: root writes through them, and so would SQLite.) Reading needs the
+    folder too: a WAL store cannot be opened without creating its ``-shm`` and ``-wal`` files.
+    """
+    folder = tmp_path / "store"
+    folder.mkdir()
+    path = folder / "queue.db"
+    if exists:
+        assert run_queuectl(str(path), "enqueue", "--command", "true").returncode == 0
+    before = sorted(os.listdir(folder))
+    script = (
+        f"mount --bind {shlex.quote(str(folder))} {shlex.quote(str(folder))}"
+        f" && mount -o remount,ro,bind {shlex.quote(str(folder))}"
+        f" && exec {shlex.quote(sys.executable)} -m queuectl {shlex.join(args)}"
+    )
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        env=queuectl_env(str(path)),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert_one_line_error(
+        done, path, f"folder {folder} is not writable (SQLite needs to create {needs} there)"
+    )
+    assert sorted(os.listdir(folder)) == before

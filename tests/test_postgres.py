@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from queuectl.config import Settings
 from queuectl.errors import DuplicateJob, StoreCorrupt, StoreUnavailable
 from queuectl.models import JobState, NewJob, Outcome
 from queuectl.storage import open_store
@@ -30,8 +31,12 @@ POSTGRES_URL_ENV = (
 )
 
 
+#: What the façade gives a job that sets neither on a fresh store: stores never resolve defaults.
+RESOLVED = {"timeout": Settings().default_timeout, "max_retries": Settings().max_retries}
+
+
 def new(job_id: str, **fields: object) -> NewJob:
-    return NewJob(id=job_id, command="true", **fields)  # type: ignore[arg-type]
+    return NewJob(id=job_id, command="true", **{**RESOLVED, **fields})  # type: ignore[arg-type]
 
 
 def schema_of(target: str) -> str:
@@ -198,6 +203,72 @@ def test_missing_driver_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "PostgreSQL support needs the extra: pip install 'queuectl[postgres]'"
+
+
+# --- rows and statements -------------------------------------------------------------------
+
+
+def test_statements_follow_the_job_field_table() -> None:
+    from queuectl.models import INPUT_FIELDS, JOB_FIELDS, SUMMARY_FIELDS
+    from queuectl.storage.postgres import sql
+
+    assert sql.JOB_COLUMNS.split(", ") == list(SUMMARY_FIELDS)
+    assert sql.FULL_COLUMNS.split(", ") == list(JOB_FIELDS)
+    # Every input field is inserted: as given, or (run_at, delay) as the server's now() + delay.
+    assert set(sql.INSERT_FIELDS) == set(INPUT_FIELDS)
+    assert sql.INSERT_FIELDS[-2:] == ("run_at", "delay")
+    # The parameters' types are the columns' types in the schema.
+    types = {name: sql.array_type(name) for name in sql.INSERT_FIELDS}
+    assert types == {
+        "id": "text[]",
+        "command": "text[]",
+        "queue": "text[]",
+        "priority": "integer[]",
+        "timeout": "float8[]",
+        "max_retries": "integer[]",
+        "run_at": "timestamptz[]",
+        "delay": "float8[]",
+    }
+    for number, name in enumerate(sql.INSERT_FIELDS, 1):
+        assert f"${number}::{types[name]}" in sql.INSERT_JOBS
+
+
+@pytest.mark.postgres
+async def test_unresolved_defaults_are_a_programming_error(postgres_target: str) -> None:
+    """The façade resolves ``UNSET`` timeout and max_retries; a store refuses to guess them."""
+    from queuectl.models import UNSET
+
+    store = await PostgresStore.open(postgres_target)
+    try:
+        with pytest.raises(TypeError, match="'b' with timeout UNSET"):
+            await store.add_jobs([new("a"), new("b", timeout=UNSET)])
+        with pytest.raises(TypeError, match="'c' with max_retries UNSET"):
+            await store.add_jobs([new("c", max_retries=UNSET)])
+        assert await store.list_jobs() == []
+    finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_rows_read_back_every_field(postgres_target: str) -> None:
+    store = await PostgresStore.open(postgres_target)
+    at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    try:
+        (added,) = await store.add_jobs(
+            [new("a", queue="q", priority=-3, timeout=2.5, max_retries=7, run_at=at)]
+        )
+        assert (added.queue, added.priority, added.timeout, added.max_retries, added.run_at) == (
+            "q",
+            -3,
+            2.5,
+            7,
+            at,
+        )
+        assert added.state is JobState.PENDING and added.attempts == 0
+        assert await store.get_job("a") == added  # nothing ran yet: empty output tails either way
+        assert await store.list_jobs() == [added]
+    finally:
+        await store.close()
 
 
 # --- claims --------------------------------------------------------------------------------
@@ -488,7 +559,7 @@ async def test_finish_and_claim_after_a_lost_reply_reports_both_parts(
 async def test_the_relaxed_commit_of_results_ends_with_its_statement(postgres_target: str) -> None:
     import asyncpg
 
-    from queuectl.storage.postgres import schema as sql
+    from queuectl.storage.postgres import sql
 
     store = await PostgresStore.open(postgres_target)
     try:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+from test_store import new
 
-from queuectl.models import JobState, NewJob, Outcome
+from queuectl.models import JobState, Outcome
 from queuectl.storage.sqlite.store import SqliteStore
 
 LEASE = 300.0
@@ -42,7 +43,7 @@ def completed() -> Outcome:
 
 
 async def test_a_locked_store_makes_claims_wait_without_blocking_the_loop(store: SqliteStore) -> None:
-    await store.add_jobs([NewJob(id="a", command="true"), NewJob(id="b", command="true")])
+    await store.add_jobs([new("a"), new("b")])
     with closing(sqlite3.connect(store.path, isolation_level=None)) as other:
         for _ in range(2):  # twice: after the first wait the lane must be back to not waiting
             other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -60,7 +61,7 @@ async def test_a_locked_store_makes_claims_wait_without_blocking_the_loop(store:
 
 
 async def test_finish_and_claim_waits_for_the_lock_and_is_all_or_nothing(store: SqliteStore) -> None:
-    await store.add_jobs([NewJob(id="a", command="true"), NewJob(id="b", command="true")])
+    await store.add_jobs([new("a"), new("b")])
     (first,) = await store.claim(worker_id="w", queues=None, limit=1, lease=LEASE)
     with closing(sqlite3.connect(store.path, isolation_level=None)) as other:
         other.execute("BEGIN IMMEDIATE")
@@ -81,7 +82,7 @@ async def test_the_wal_stays_bounded_without_checkpoints_in_the_loop(store: Sqli
     # The lane never checkpoints; the store does, in the background. Without that, 1,200 results
     # and claims would leave a WAL of some 30 MiB (each writes six or seven 4 KiB pages).
     count = 1200
-    await store.add_jobs([NewJob(id=f"job-{n}", command="true") for n in range(count + 1)])
+    await store.add_jobs([new(f"job-{n}") for n in range(count + 1)])
     (claim,) = await store.claim(worker_id="w", queues=None, limit=1, lease=LEASE)
     for _ in range(count):
         accepted, (claim,) = await store.finish_and_claim(

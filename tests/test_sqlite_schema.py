@@ -6,9 +6,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from test_store import new
 
 from queuectl.errors import StoreCorrupt
-from queuectl.models import JobState, NewJob
+from queuectl.models import JobState
 from queuectl.storage import open_store
 from queuectl.storage.sqlite import schema as sqlite_schema
 
@@ -36,7 +37,7 @@ async def test_an_existing_store_is_migrated_and_keeps_its_jobs(tmp_path: Path) 
     try:
         old = await store.get_job("old")
         assert old.command == "echo old" and old.state is JobState.PENDING
-        await store.add_jobs([NewJob(id="new", command="true", delay=60)])
+        await store.add_jobs([new("new", delay=60)])
         assert await store.next_run_at() is not None  # served by the index migration 2 added
         (claim,) = await store.claim(worker_id="w", queues=None, limit=1, lease=30)
         assert claim.job.id == "old"
@@ -54,7 +55,7 @@ async def test_an_existing_store_is_migrated_and_keeps_its_jobs(tmp_path: Path) 
 async def test_reopening_a_current_store_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "queue.db"
     store = await open_store(str(path))
-    await store.add_jobs([NewJob(id="a", command="true")])
+    await store.add_jobs([new("a")])
     await store.close()
     reopened = await open_store(str(path))
     try:

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
+from queuectl.config import Settings
+from queuectl.enqueue import check, resolve
 from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict
 from queuectl.models import Claim, JobState, NewJob, Outcome
 from queuectl.storage import Store, open_store
@@ -17,8 +19,10 @@ from queuectl.storage import Store, open_store
 LONG_LEASE = 300.0
 
 
-def new(job_id: str, **fields: object) -> NewJob:
-    return NewJob(id=job_id, command=str(fields.pop("command", "true")), **fields)  # type: ignore[arg-type]
+def new(job_id: str, *, settings: Settings | None = None, **fields: object) -> NewJob:
+    """A job as the façade hands it to a store: checked, and its defaults taken from ``settings``
+    (the defaults' defaults unless given)."""
+    return resolve(check({"id": job_id, "command": "true", **fields}), settings or Settings())
 
 
 def outcome(state: JobState, *, retry_in: float = 0.0, error: str | None = None) -> Outcome:
@@ -52,9 +56,10 @@ async def bury(store: Store, job_id: str) -> None:
 
 
 async def test_added_job_reads_back_with_defaults_from_settings(store: Store) -> None:
-    await store.set_setting("max_retries", 7)
-    await store.set_setting("default_timeout", 12.5)
-    (job,) = await store.add_jobs([new("a", command="echo hi", queue="q", priority=4)])
+    await store.set_setting("max_retries", "7")
+    await store.set_setting("default_timeout", "12.5")
+    settings = await store.settings()
+    (job,) = await store.add_jobs([new("a", command="echo hi", queue="q", priority=4, settings=settings)])
     stored = await store.get_job("a")
     assert stored == job
     assert (stored.command, stored.queue, stored.priority) == ("echo hi", "q", 4)
@@ -64,9 +69,19 @@ async def test_added_job_reads_back_with_defaults_from_settings(store: Store) ->
     assert abs(stored.run_at - datetime.now(UTC)) < timedelta(minutes=1)
 
 
+async def test_settings_are_stored_as_the_text_given(store: Store) -> None:
+    assert await store.stored_settings() == {}
+    await store.set_setting("default_timeout", "1h30m")
+    await store.set_setting("default_timeout", "5m")
+    await store.set_setting("lease", "2m")
+    assert await store.stored_settings() == {"default_timeout": "5m", "lease": "2m"}
+    settings = await store.settings()
+    assert (settings.default_timeout, settings.lease) == (300.0, 120.0)
+
+
 async def test_explicit_none_timeout_beats_the_default(store: Store) -> None:
-    await store.set_setting("default_timeout", 5.0)
-    (job,) = await store.add_jobs([new("a", timeout=None, max_retries=0)])
+    await store.set_setting("default_timeout", "5")
+    (job,) = await store.add_jobs([new("a", timeout=None, max_retries=0, settings=await store.settings())])
     assert (await store.get_job("a")).timeout is None
     assert job.max_retries == 0
 
@@ -77,6 +92,13 @@ async def test_delay_and_run_at_set_the_run_time(store: Store) -> None:
     delayed = await store.get_job("delayed")
     assert delayed.run_at - datetime.now(UTC) > timedelta(minutes=59)
     assert (await store.get_job("scheduled")).run_at == later
+
+
+async def test_a_job_with_defaults_left_unset_is_refused(store: Store) -> None:
+    """Defaults are the façade's to fill in: a store given an ``UNSET`` field inserts nothing."""
+    with pytest.raises(TypeError, match="max_retries"):
+        await store.add_jobs([new("a"), NewJob(id="b", command="true", timeout=None)])
+    assert await store.list_jobs() == []
 
 
 async def test_unknown_job_is_not_found(store: Store) -> None:
@@ -316,8 +338,8 @@ async def test_retry_all_dead(store: Store) -> None:
 async def test_settings_persist(store_target: str) -> None:
     first = await open_store(store_target)
     assert (await first.settings()).max_retries == 3
-    await first.set_setting("backoff_base", 1.5)
-    await first.set_setting("default_timeout", None)
+    await first.set_setting("backoff_base", "1.5")
+    await first.set_setting("default_timeout", "none")
     await first.close()
     second = await open_store(store_target)
     try:

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import invoke
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 def queuectl(*args: str | bytes, cwd: Path, db: str | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -100,3 +103,47 @@ def test_typos_get_a_suggestion(tmp_path: Path, args: list[str], says: str) -> N
     done = queuectl(*args, cwd=tmp_path, db=str(tmp_path / "queue.db"))
     assert done.returncode == 2
     assert says in one_error_line(done)
+
+
+# --- no path to "internal error" -----------------------------------------------------------
+
+_WORDS = [
+    "enqueue", "enqueue-file", "status", "list", "show", "logs", "dlq", "retry", "config", "get", "set",
+    "show", "worker", "list", "stop", "--json", "--state", "--queue", "--limit", "--command", "-c", "--id",
+    "--priority", "--timeout", "--max-retries", "--run-at", "--delay", "--all", "--help", "-", "--",
+    "lease", "poll_interval", "max-retries", "default_timeout", "none", "5m", "1h30m", "-1", "0", "1e309",
+    "pending", "dead", '{"command": "true"}', '{"command": 1}', "[]", "NaN", "2030-01-01T00:00:00Z",
+]  # fmt: skip
+_ARGUMENT = st.one_of(
+    st.sampled_from(_WORDS),
+    st.text(max_size=12),
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+)
+
+
+_COMMANDS = [
+    ["enqueue"], ["enqueue-file"], ["status"], ["list"], ["show"], ["logs"], ["dlq", "list"],
+    ["dlq", "retry"], ["config", "show"], ["config", "get"], ["config", "set"], ["worker", "list"],
+    ["worker", "stop"], [],
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from(_COMMANDS), rest=st.lists(_ARGUMENT, max_size=5))
+def test_no_arguments_reach_an_internal_error(tmp_path: Path, command: list[str], rest: list[str]) -> None:
+    """Whatever the words, the answer is data, help, or one line with exit 1 or 2: never a traceback."""
+    args = command + rest
+    if "start" in args:
+        return  # a worker runs until stopped; its options are covered by the worker tests
+    result = invoke("--db", str(tmp_path / "fuzz.db"), *args, input=b"")
+    assert result.code in (0, 1, 2), (args, result.code, result.stderr)
+    assert b"internal error" not in result.err, (args, result.stderr)
+    if result.code != 0 and not result.err.startswith(b"Usage:"):
+        assert len(result.err.splitlines()) == 1, (args, result.stderr)
+
+
+def test_a_lease_refused_on_a_new_store_creates_no_store(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    result = invoke("--db", str(db), "config", "set", "lease", "0.5")
+    assert result.code == 2 and b"at least 2 x poll_interval" in result.err
+    assert list(tmp_path.iterdir()) == []

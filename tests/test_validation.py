@@ -313,7 +313,10 @@ def test_priority_bounds_are_accepted(value: int) -> None:
     assert job(priority=value).priority == value
 
 
-@pytest.mark.parametrize("value", [0, -1, 0.0, 1e9 + 1, 10**400, True, "5m", [], float("nan")])
+# "5m" moved to test_timeout_given_as_a_duration (SPEC, Durations: a job's timeout takes them too).
+@pytest.mark.parametrize(
+    "value", [0, -1, 0.0, 1e9 + 1, 10**400, True, [], float("nan"), "0s", "-5m", "soon", "5M", "1e3", "40y"]
+)
 def test_timeout_rules(value: Any) -> None:
     refused(lambda: job(timeout=value), "timeout must be a number of seconds > 0", "or null")
 
@@ -321,6 +324,24 @@ def test_timeout_rules(value: Any) -> None:
 @pytest.mark.parametrize("value", [0.001, 1, 1e9])
 def test_timeout_bounds_are_accepted(value: float) -> None:
     assert job(timeout=value).timeout == value
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("5m", 300.0), ("1h30m", 5400.0), ("90", 90.0), (" 1.5 ", 1.5), ("1d", 86400.0)]
+)
+def test_timeout_given_as_a_duration(value: str, seconds: float) -> None:
+    given = job(timeout=value).timeout
+    assert given == seconds and isinstance(given, float)
+
+
+def test_timeout_as_a_duration_names_the_forms() -> None:
+    refused(lambda: job(timeout="soon"), 'got "soon"', "5m", "1h30m", "or null")
+
+
+def test_a_duration_timeout_from_a_new_job_is_checked_too() -> None:
+    from queuectl.enqueue import check
+
+    assert check(NewJob(id="a", command="true", timeout="2m"))["timeout"] == 120.0  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -382,6 +403,9 @@ def test_delay_rules(value: Any, fragment: str) -> None:
         ("1d", 86400.0),
         ("1.5h", 5400.0),
         (".5s", 0.5),
+        ("1h30m", 5400.0),
+        ("1d2h3m4s", 93784.0),
+        ("2m30.5s", 150.5),
         ("  10m \n", 600.0),
         ("0", 0.0),
         (45, 45.0),
@@ -392,7 +416,10 @@ def test_durations(value: str | float, seconds: float) -> None:
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["", "m", "5x", "5 m", "5M", "1e3", "1.5.2s", "5mm", "٣s", "+-5"])
+@pytest.mark.parametrize(
+    "value",
+    ["", "m", "5x", "5 m", "5M", "1e3", "1.5.2s", "5mm", "٣s", "+-5", "30m1h", "1m1m", "1h 30m", "1H30M"],
+)
 def test_bad_durations_name_the_accepted_forms(value: str) -> None:
     refused(lambda: parse_duration(value), "duration must be seconds (30, 1.5)", "30s, 5m")
 
@@ -641,6 +668,17 @@ def test_options_all() -> None:
         run_at=datetime(2030, 1, 1, tzinfo=UTC),
     )
     assert job_from_options(command="x", delay="1.5h").delay == 5400.0
+
+
+@pytest.mark.parametrize(("option", "field"), [("timeout", "timeout"), ("delay", "delay")])
+def test_options_take_durations_with_several_units(option: str, field: str) -> None:
+    made = job_from_options(command="x", **{option: "1h30m"})
+    assert getattr(made, field) == 5400.0
+
+
+def test_json_delay_takes_durations_with_several_units() -> None:
+    assert job(delay="1h30m").delay == 5400.0
+    refused(lambda: job(delay="30m1h"), "delay must be seconds (30, 1.5)", "1h30m")
 
 
 @pytest.mark.parametrize("text", ["none", "None", "null"])

@@ -220,6 +220,7 @@ def test_worker_exits_nonzero_with_one_line_when_the_store_is_bad(tmp_path: Path
 
 def test_idle_worker_wakes_for_a_job_from_another_process(target: str, tmp_path: Path) -> None:
     # With a one-minute poll interval, only the wake-up path can start the job quickly.
+    assert run_queuectl(target, "config", "set", "lease", "120").returncode == 0  # at least 2 polls
     assert run_queuectl(target, "config", "set", "poll_interval", "60").returncode == 0
     worker = start_worker(target, "--quiet")
     try:

@@ -133,12 +133,19 @@ def _not_utf8(args: Sequence[str]) -> str | None:
         try:
             arg.encode("utf-8")
         except UnicodeEncodeError:
-            return repr(os.fsencode(arg))[2:-1]  # as the bytes were: \xff
+            # As the bytes were (\xff) where they came from the command line, else the escape.
+            raw = arg.encode("utf-8", "surrogateescape" if _from_bytes(arg) else "backslashreplace")
+            return repr(raw)[2:-1]
     return None
 
 
 #: Errors of writing our output: every other failure to write reaches here as a ``StoreError``.
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def _from_bytes(text: str) -> bool:
+    """Whether every lone surrogate is one Python made of an undecodable byte."""
+    return all("\udc80" <= char <= "\udcff" for char in text if "\ud800" <= char <= "\udfff")
 
 
 def _output_failed(error: OSError) -> NoReturn:

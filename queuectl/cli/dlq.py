@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from queuectl.cli import render
-from queuectl.cli.jobs import limit_option
-from queuectl.cli.run import json_option, with_queue
+from queuectl.cli.jobs import limit_option, page_of_jobs
+from queuectl.cli.run import examples, json_option, with_queue
+from queuectl.models import JobState
 
 
 @click.group("dlq")
@@ -14,16 +15,19 @@ def dlq() -> None:
     """The dead-letter queue: jobs whose retries ran out."""
 
 
-@dlq.command("list")
+@dlq.command("list", epilog=examples("queuectl dlq list", "queuectl dlq list --limit 0 --json"))
 @limit_option
 @json_option
 def dlq_list(limit: int, as_json: bool) -> None:
     """Dead jobs, newest first (the same as `list --state dead`)."""
-    jobs = with_queue(lambda q: q.dead_jobs(limit=limit or None))
-    render.jobs(jobs, as_json=as_json, empty="the dead-letter queue is empty")
+    jobs, total = with_queue(lambda q: page_of_jobs(q, states=[JobState.DEAD], limit=limit))
+    render.jobs(jobs, as_json=as_json, empty="the dead-letter queue is empty", total=total)
 
 
-@dlq.command("retry")
+@dlq.command(
+    "retry",
+    epilog=examples("queuectl dlq retry ID1 ID2", "queuectl dlq retry --all"),
+)
 @click.argument("job_ids", metavar="[ID]...", nargs=-1)
 @click.option("--all", "retry_all", is_flag=True, help="Retry every dead job.")
 @json_option

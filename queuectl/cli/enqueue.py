@@ -1,8 +1,8 @@
-"""The commands that add jobs: enqueue and enqueue-file.
+"""The commands that add jobs: enqueue and enqueue-file, through ``queuectl.enqueue``.
 
-Input is validated before the store is opened, so a refused command writes
-nothing (a new SQLite store is not even created). Both are short-lived processes
-that users run in loops and scripts: this module imports only what they use.
+Input is checked before the store is opened, so a refused command writes nothing (a new
+SQLite store is not even created). Both are short-lived processes that users run in loops
+and scripts: this module imports only what they use (``enqueue --command`` no JSON parser).
 """
 
 from __future__ import annotations
@@ -11,20 +11,34 @@ import sys
 
 import click
 
-from queuectl.cli.run import add_commands, add_jobs, json_option
+from queuectl.cli.run import enqueue_target, examples, json_option
 from queuectl.errors import InvalidInput
 
+#: The most characters of a refused argument that the hint to use ``-c`` repeats.
+HINT_WIDTH = 60
 
-@click.command("enqueue")
+
+@click.command(
+    "enqueue",
+    epilog=examples(
+        "queuectl enqueue -c 'make test' --priority 5",
+        "queuectl enqueue -c backup.sh --queue nightly --timeout 1h --delay 10m",
+        """queuectl enqueue '{"command": "make test", "priority": 5}'""",
+    ),
+)
 @click.argument("job_json", metavar="[JSON]", required=False)
 @click.option("-c", "--command", help="The shell command to run (instead of a JSON job).")
 @click.option("--id", "job_id", metavar="ID", help="Job id [default: a new UUID].")
 @click.option("--queue", metavar="NAME", help="Named queue [default: default].")
 @click.option("--priority", metavar="INT", help="Higher runs first [default: 0].")
-@click.option("--timeout", metavar="SECONDS", help="Kill the command after this long [default: config].")
+@click.option(
+    "--timeout",
+    metavar="DURATION",
+    help="Kill the command after this long: 90, 30s, 5m, 1h30m, or none [default: config].",
+)
 @click.option("--max-retries", metavar="INT", help="Retries after the first attempt [default: config].")
 @click.option("--run-at", metavar="TIME", help="ISO-8601 time not to run before (naive = local time).")
-@click.option("--delay", metavar="DURATION", help="Run after a delay: 30, 30s, 5m, 2h, 1d.")
+@click.option("--delay", metavar="DURATION", help="Run after a delay: 30, 30s, 5m, 2h, 1d, 1h30m.")
 @json_option
 def enqueue(
     job_json: str | None,
@@ -40,9 +54,8 @@ def enqueue(
 ) -> None:
     """Enqueue one job and print its id.
 
-    Give the job as a JSON object, e.g.
-    `queuectl enqueue '{"command": "make test", "priority": 5}'`,
-    or with options: `queuectl enqueue --command 'make test' --priority 5`.
+    Give the shell command with -c/--command and options, or the whole job
+    as one JSON object (the fields of `queuectl enqueue-file`).
     """
     options = {
         "--id": job_id,
@@ -60,13 +73,18 @@ def enqueue(
             raise click.UsageError(f"give the job as JSON or with --command, not both (got JSON and {extra})")
         from queuectl import validation  # strict JSON: not needed by --command
 
-        new_job = validation.parse_job_json(job_json)
+        try:
+            job = validation.loads_strict(job_json)  # its fields are checked by enqueue_many
+            if not isinstance(job, dict):
+                validation.checked_fields(job)  # refuses it: a job is an object
+        except InvalidInput as error:
+            raise _with_command_hint(error, job_json) from None
     elif command is None:
         raise click.UsageError("give the job as a JSON argument or with --command")
     else:
         from queuectl import job_fields
 
-        new_job = job_fields.job_from_options(
+        job = job_fields.job_from_options(
             command=command,
             id=job_id,
             queue=queue,
@@ -76,16 +94,34 @@ def enqueue(
             run_at=run_at,
             delay=delay,
         )
-    (job,) = add_jobs([new_job])
+    from queuectl.enqueue import enqueue_many
+
+    target, make_parent = enqueue_target()
+    (stored,) = enqueue_many(target, [job], make_parent=make_parent)
     if as_json:
         from queuectl.cli import render  # tables and JSON: only for commands that print them
 
-        render.print_json(job.to_dict())
+        render.print_json(stored.to_dict())
     else:
-        click.echo(job.id)
+        click.echo(stored.id)
 
 
-@click.command("enqueue-file")
+def _with_command_hint(error: InvalidInput, text: str) -> InvalidInput:
+    """``queuectl enqueue 'echo hello'``, the likeliest first try, is a shell command, not JSON."""
+    if text.lstrip().startswith(("{", "[")):
+        return error
+    import shlex
+
+    from queuectl.display import one_line
+
+    command = shlex.quote(one_line(text.strip(), HINT_WIDTH))
+    return InvalidInput(f"{error}; to enqueue a shell command, use: queuectl enqueue -c {command}")
+
+
+@click.command(
+    "enqueue-file",
+    epilog=examples("queuectl enqueue-file jobs.jsonl", "cat jobs.json | queuectl enqueue-file - --json"),
+)
 @click.argument("path", metavar="PATH")
 @json_option
 def enqueue_file(path: str, as_json: bool) -> None:
@@ -95,7 +131,7 @@ def enqueue_file(path: str, as_json: bool) -> None:
     object per line). An empty array enqueues nothing; an empty file is an error.
     """
     from queuectl import validation
-    from queuectl.plain_lines import plain_commands
+    from queuectl.enqueue import enqueue_document, enqueue_document_ids
 
     if path == "-":
         data = sys.stdin.buffer.read()
@@ -106,17 +142,13 @@ def enqueue_file(path: str, as_json: bool) -> None:
         except OSError as error:
             raise InvalidInput(f"cannot read {path}: {error.strerror or error}") from error
     text = validation.decode_input(data)
-    # Only ids to print and every record a plain {"command": ...}: the bulk path, no object per job.
-    commands = None if as_json else plain_commands(text)
-    if commands is not None:
-        from queuectl.job_ids import sorted_uuid4s
+    target, make_parent = enqueue_target()
+    if as_json:
+        from queuectl.cli import render  # tables and JSON: only for commands that print them
 
-        ids = sorted_uuid4s(len(commands))
-        add_commands(ids, commands)
-        sys.stdout.write("\n".join(ids) + "\n")  # one write, not one per job
+        render.ids(enqueue_document(target, text, make_parent=make_parent), as_json=True)
         return
-    new_jobs = validation.parse_jobs_document(text)
-    jobs = add_jobs(new_jobs) if new_jobs else []
-    from queuectl.cli import render  # tables and JSON: only for commands that print them
-
-    render.ids(jobs, as_json=as_json)
+    # Only the ids to print: plain {"command": ...} records take the bulk path, no object per job.
+    ids = enqueue_document_ids(target, text, make_parent=make_parent)
+    if ids:
+        sys.stdout.write("\n".join(ids) + "\n")  # one write, not one per job

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
-from queuectl.cli.run import json_option, with_queue
+from queuectl.cli.run import examples, json_option, with_queue
 from queuectl.models import JobState
+
+if TYPE_CHECKING:
+    from queuectl.models import Job
+    from queuectl.queue import Queue
 
 DEFAULT_LIMIT = 100
 
@@ -22,7 +28,23 @@ limit_option = click.option(
 STATE_CHOICE = click.Choice([state.value for state in JobState])
 
 
-@click.command("status")
+async def page_of_jobs(
+    queue: Queue, *, states: Sequence[JobState] = (), queues: Sequence[str] = (), limit: int
+) -> tuple[list[Job], int]:
+    """Up to ``limit`` jobs (0: all), newest first, and how many match in all.
+
+    The count is one more query, made only when the page is full: only then can there be more.
+    """
+    jobs = await queue.list_jobs(state=states, queue=queues, limit=limit or None)
+    if not limit or len(jobs) < limit:
+        return jobs, len(jobs)
+    return jobs, max(await queue.count_matching(state=states, queue=queues), len(jobs))
+
+
+@click.command(
+    "status",
+    epilog=examples("queuectl status", "queuectl --db postgresql://host/queue status --json"),
+)
 @json_option
 def status(as_json: bool) -> None:
     """Job counts per state, live workers, next run."""
@@ -31,21 +53,30 @@ def status(as_json: bool) -> None:
     render.status(with_queue(lambda q: q.status()), as_json=as_json)
 
 
-@click.command("list")
-@click.option("--state", type=STATE_CHOICE, help="Only jobs in this state.")
-@click.option("--queue", metavar="NAME", help="Only jobs of this queue.")
+@click.command(
+    "list",
+    epilog=examples(
+        "queuectl list --state failed --state dead",
+        "queuectl list --queue nightly --limit 0 --json",
+    ),
+)
+@click.option(
+    "--state", "states", type=STATE_CHOICE, multiple=True, help="Only jobs in this state; repeatable."
+)
+@click.option("--queue", "queues", metavar="NAME", multiple=True, help="Only jobs of this queue; repeatable.")
 @limit_option
 @json_option
-def list_jobs(state: str | None, queue: str | None, limit: int, as_json: bool) -> None:
+def list_jobs(states: tuple[str, ...], queues: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Jobs, newest first."""
-    job_state = JobState(state) if state is not None else None
-    jobs = with_queue(lambda q: q.list_jobs(state=job_state, queue=queue, limit=limit or None))
+    job_states = [JobState(state) for state in dict.fromkeys(states)]
+    names = list(dict.fromkeys(queues))
+    jobs, total = with_queue(lambda q: page_of_jobs(q, states=job_states, queues=names, limit=limit))
     from queuectl.cli import render  # tables and JSON: only for commands that print them
 
-    render.jobs(jobs, as_json=as_json)
+    render.jobs(jobs, as_json=as_json, total=total)
 
 
-@click.command("show")
+@click.command("show", epilog=examples("queuectl show ID", "queuectl show ID --json"))
 @click.argument("job_id", metavar="ID")
 @json_option
 def show(job_id: str, as_json: bool) -> None:
@@ -55,7 +86,7 @@ def show(job_id: str, as_json: bool) -> None:
     render.job_details(with_queue(lambda q: q.get(job_id)), as_json=as_json)
 
 
-@click.command("logs")
+@click.command("logs", epilog=examples("queuectl logs ID", "queuectl logs ID > out.txt 2> err.txt"))
 @click.argument("job_id", metavar="ID")
 @json_option
 def logs(job_id: str, as_json: bool) -> None:
@@ -64,6 +95,8 @@ def logs(job_id: str, as_json: bool) -> None:
     The output of the latest attempt, byte for byte. Only the tail is kept
     (config `output_limit`, 64 KiB by default). With --json, prints
     {"id", "stdout", "stderr"} as text, undecodable bytes replaced.
+    A job that has not run yet, or is running, prints nothing on stdout
+    and says so on stderr.
     """
     job = with_queue(lambda q: q.get(job_id))
     if as_json:
@@ -76,8 +109,22 @@ def logs(job_id: str, as_json: bool) -> None:
                 "stderr": job.stderr.decode("utf-8", errors="replace"),
             }
         )
-        return
-    for stream, data in ((sys.stdout, job.stdout), (sys.stderr, job.stderr)):
-        stream.flush()
-        stream.buffer.write(data)
-        stream.buffer.flush()
+    else:
+        for stream, data in ((sys.stdout, job.stdout), (sys.stderr, job.stderr)):
+            stream.flush()
+            stream.buffer.write(data)
+            stream.buffer.flush()
+    notice = _logs_notice(job)
+    if notice is not None:
+        click.echo(f"queuectl: {notice}", err=True)
+
+
+def _logs_notice(job: Job) -> str | None:
+    """Why ``logs`` shows no output, or not the running attempt's; None when it shows that."""
+    ran = job.finished_at is not None  # an attempt ended and its output was kept
+    if job.state is JobState.PROCESSING:
+        shown = " (shown: its previous attempt's)" if ran else ""
+        return f"job {job.id} is running; its output appears when the attempt ends{shown}"
+    if not ran:
+        return f"job {job.id} has not run yet ({job.state.value})"
+    return None

@@ -9,17 +9,17 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from queuectl.config import SETTINGS, Settings, SettingValue, format_setting
+from queuectl.config import SETTINGS, format_setting
+from queuectl.display import one_line, printable, shorten
 from queuectl.models import Job, JobState, QueueStatus, WorkerInfo, isoformat
 
 MIN_FLEX_WIDTH = 20
-ELLIPSIS = "..."
 
 
 def print_json(data: Any) -> None:
@@ -30,13 +30,6 @@ def print_json(data: Any) -> None:
 def note(message: str) -> None:
     """A message for people, on stderr."""
     click.echo(message, err=True)
-
-
-def printable(text: str, *, keep: str = "") -> str:
-    """``text`` with control and unprintable characters escaped (``\\n``, ``\\x1b``, ``\\ud800``)."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
 
 
 def short_time(moment: datetime | None) -> str:
@@ -58,24 +51,27 @@ def cell(value: Any) -> str:
     return printable(str(value))
 
 
-def _truncate(text: str, width: int) -> str:
-    if len(text) <= width:
-        return text
-    return text[: max(width - len(ELLIPSIS), 0)] + ELLIPSIS
-
-
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Columns separated by two spaces; the last one is cut to fit a terminal (never a pipe)."""
-    texts = [[cell(value) for value in row] for row in rows]
-    widths = [max([len(header), *(len(row[i]) for row in texts)]) for i, header in enumerate(headers)]
+    values = [list(row) for row in rows]
+    texts = [[cell(value) for value in row[:-1]] for row in values]
+    widths = [max([len(header), *(len(row[i]) for row in texts)]) for i, header in enumerate(headers[:-1])]
     last_width: int | None = None
     if sys.stdout.isatty():
-        used = sum(widths[:-1]) + 2 * (len(widths) - 1)
+        used = sum(widths) + 2 * len(widths)
         last_width = max(shutil.get_terminal_size().columns - used - 1, MIN_FLEX_WIDTH)
-    for row in [list(headers), *texts]:
-        head = "  ".join(text.ljust(width) for text, width in zip(row[:-1], widths[:-1], strict=True))
-        last = row[-1] if last_width is None else _truncate(row[-1], last_width)
-        click.echo(f"{head}  {last}" if head else last)
+    lines = [(list(headers[:-1]), headers[-1])]
+    for row, text in zip(values, texts, strict=True):
+        last = row[-1]
+        if last_width is None:
+            lines.append((text, cell(last)))
+        elif isinstance(last, str):  # untrusted text (a command): escaped and cut, never mid-escape
+            lines.append((text, one_line(last, last_width)))
+        else:
+            lines.append((text, shorten(cell(last), last_width)))
+    for head_cells, last_text in lines:
+        head = "  ".join(text.ljust(width) for text, width in zip(head_cells, widths, strict=True))
+        click.echo(f"{head}  {last_text}" if head else last_text)
 
 
 def listing(pairs: Sequence[tuple[str, Any]]) -> None:
@@ -90,20 +86,22 @@ def listing(pairs: Sequence[tuple[str, Any]]) -> None:
 JOB_HEADERS = ("ID", "STATE", "ATTEMPTS", "PRIORITY", "QUEUE", "RUN AT", "COMMAND")
 
 
-def jobs(jobs: Sequence[Job], *, as_json: bool, empty: str = "no jobs") -> None:
+def jobs(jobs: Sequence[Job], *, as_json: bool, empty: str = "no jobs", total: int | None = None) -> None:
+    """A table of ``jobs`` (or the JSON array); ``total``: how many matched, when more than shown."""
     if as_json:
         print_json([job.to_dict() for job in jobs])
-        return
-    if not jobs:
+    elif not jobs:
         note(empty)
-        return
-    table(
-        JOB_HEADERS,
-        (
-            (job.id, job.state.value, job.attempts, job.priority, job.queue, job.run_at, job.command)
-            for job in jobs
-        ),
-    )
+    else:
+        table(
+            JOB_HEADERS,
+            (
+                (job.id, job.state.value, job.attempts, job.priority, job.queue, job.run_at, job.command)
+                for job in jobs
+            ),
+        )
+    if total is not None and total > len(jobs):
+        note(f"showing {len(jobs):,} of {total:,} jobs; use --limit 0 for all")
 
 
 def job_details(job: Job, *, as_json: bool) -> None:
@@ -172,22 +170,6 @@ def workers(workers: Sequence[WorkerInfo], *, as_json: bool) -> None:
     )
 
 
-def settings(settings: Settings, *, as_json: bool) -> None:
-    values = settings.to_dict()
-    if as_json:
-        print_json(values)
-        return
-    table(
-        ("KEY", "VALUE", "MEANING"),
-        (
-            (key, format_setting(value), SETTINGS[key].help if key in SETTINGS else "")
-            for key, value in values.items()
-        ),
-    )
-
-
-def setting(value: SettingValue, *, as_json: bool) -> None:
-    if as_json:
-        print_json(value)
-    else:
-        click.echo(format_setting(value))
+def settings(texts: Mapping[str, str]) -> None:
+    """The settings as a table: each value as it was given, and what it means."""
+    table(("KEY", "VALUE", "MEANING"), ((key, text, SETTINGS[key].help) for key, text in texts.items()))

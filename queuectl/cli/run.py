@@ -1,21 +1,33 @@
-"""Shared command plumbing: the state the group passes down, shared options, running one async call."""
+"""Shared command plumbing: the state the group passes down, shared options, the store to use."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 if TYPE_CHECKING:
-    from queuectl.models import Job, NewJob
+    from pathlib import Path
+
     from queuectl.queue import Queue
 
 T = TypeVar("T")
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+#: The commands that only read. Opening a SQLite store that does not exist creates it, empty:
+#: these say so, or ``queuectl --db typo.db status`` would look like an empty queue.
+READ_ONLY_COMMANDS = frozenset(
+    {"status", "list", "show", "logs", "dlq list", "config show", "config get", "worker list"}
+)
+
+
+def examples(*lines: str) -> str:
+    """A command's ``epilog``: example command lines, shown as written (click rewraps no ``\\b`` block)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 class CliState:
@@ -74,50 +86,66 @@ def with_queue(action: Callable[[Queue], Coroutine[Any, Any, T]]) -> T:
     target = state.target
     if state.uses_default_target:
         make_data_dir(target)
+    missing = _missing_sqlite_file(target) if _command_name() in READ_ONLY_COMMANDS else None
 
     async def run() -> T:
         async with await Queue.open(target) as queue:
             return await action(queue)
 
-    return asyncio.run(run())
+    result = asyncio.run(run())
+    if missing is not None and missing.exists():
+        # Only once the command succeeded: an error stays the one line on stderr.
+        click.echo(f"queuectl: created a new empty store at {missing}", err=True)
+    return result
 
 
-def add_jobs(new_jobs: Sequence[NewJob]) -> list[Job]:
-    """Enqueue all of ``new_jobs`` or none.
+def store_exists() -> bool:
+    """Whether the chosen store is there already (a server store always counts as there)."""
+    state = cli_state()
+    target = state.target
+    if state.uses_default_target:
+        make_data_dir(target)
+    return _missing_sqlite_file(target) is None
 
-    On SQLite the insert runs without an event loop (``sqlite_direct``): the
-    same transaction as the façade's, at a fraction of the process start-up.
-    """
+
+def _command_name() -> str:
+    """The running command as typed after ``queuectl``: ``status``, ``dlq list``."""
+    ctx: click.Context | None = click.get_current_context()
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
+
+
+def _missing_sqlite_file(target: str) -> Path | None:
+    """The file of a SQLite ``target`` that does not exist yet; None for any other target."""
     from queuectl.config import is_postgres_target, sqlite_path
+    from queuectl.errors import InvalidInput
+
+    try:
+        if is_postgres_target(target):
+            return None
+        path = sqlite_path(target)
+    except InvalidInput:
+        return None  # opening the store refuses the target, in its own words
+    return None if os.path.lexists(path) else path
+
+
+def enqueue_target() -> tuple[str, bool]:
+    """The store for ``queuectl.enqueue`` and whether to create its directory (the default store's).
+
+    Enqueues on SQLite run no event loop and log nothing; on PostgreSQL they run the ``Queue``,
+    so logging is set up as ``with_queue`` does.
+    """
+    from queuectl.config import is_postgres_target
+    from queuectl.errors import InvalidInput
 
     state = cli_state()
     target = state.target
-    if is_postgres_target(target):
-        return with_queue(lambda queue: queue.enqueue_many(new_jobs))
-    if state.uses_default_target:
-        make_data_dir(target)
-    from queuectl.storage.sqlite.direct import add_jobs_now
+    with contextlib.suppress(InvalidInput):  # a malformed target is refused after the input is checked
+        if is_postgres_target(target):
+            from queuectl.cli.logging_setup import configure_logging
 
-    return add_jobs_now(sqlite_path(target), new_jobs)
-
-
-def add_commands(ids: Sequence[str], commands: Sequence[str]) -> None:
-    """Enqueue a job per command with these ids, every other field at its default; all or none.
-
-    ``enqueue-file``'s bulk path: on SQLite no ``NewJob`` or ``Job`` is built per row.
-    """
-    from queuectl.config import is_postgres_target, sqlite_path
-
-    state = cli_state()
-    target = state.target
-    if is_postgres_target(target):
-        from queuectl.models import NewJob
-
-        new_jobs = [NewJob(id=job_id, command=command) for job_id, command in zip(ids, commands, strict=True)]
-        with_queue(lambda queue: queue.enqueue_many(new_jobs))
-        return
-    if state.uses_default_target:
-        make_data_dir(target)
-    from queuectl.storage.sqlite.direct import add_commands_now
-
-    add_commands_now(sqlite_path(target), ids, commands)
+            configure_logging(state.verbose)
+    return target, state.uses_default_target

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from queuectl.cli import render
-from queuectl.cli.run import json_option, with_queue
+from queuectl.cli.run import examples, json_option, with_queue
 from queuectl.cli.worker_start import start_command
 
 
@@ -17,14 +17,14 @@ def worker() -> None:
 worker.add_command(start_command, "start")
 
 
-@worker.command("list")
+@worker.command("list", epilog=examples("queuectl worker list", "queuectl worker list --json"))
 @json_option
 def worker_list(as_json: bool) -> None:
     """Live workers: id, host, pid, started, last heartbeat, jobs running."""
     render.workers(with_queue(lambda q: q.workers()), as_json=as_json)
 
 
-@worker.command("stop")
+@worker.command("stop", epilog=examples("queuectl worker stop", "queuectl worker stop --json"))
 @json_option
 def worker_stop(as_json: bool) -> None:
     """Ask every live worker of this store to stop gracefully.

@@ -3,6 +3,11 @@
 Each method is one transaction. Writes made for a claimed job are conditional on
 the claim's token: a worker that lost its lease changes nothing and is told so
 (the method returns ``False``).
+
+Policy stays above this seam, in the façade (``queuectl.queue``, ``queuectl.enqueue``): it
+checks every new job and fills in the fields whose default is a setting before calling
+``add_jobs``. A store never reads the settings to complete a job and keeps no copy of them:
+``settings`` only reads and parses what is stored.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from queuectl.config import Settings, SettingValue
+from queuectl.config import Settings
 from queuectl.models import Claim, Job, JobState, NewJob, Outcome, WorkerInfo
 
 
@@ -26,18 +31,33 @@ class Store(Protocol):
     async def add_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Insert all of ``jobs`` or none of them; return them as stored, in order.
 
-        ``UNSET`` timeout and max_retries take the stored settings. ``run_at`` of
-        ``None`` is now plus ``delay`` (or now). Raises ``DuplicateJob`` naming the
-        first id that already exists. Wakes idle workers.
+        The jobs come checked and resolved: no field is ``UNSET`` (``timeout`` and
+        ``max_retries`` hold their values; the façade took them from the settings). A job
+        with an ``UNSET`` field is a ``TypeError``, and nothing is inserted. ``run_at`` of
+        ``None`` is the store's now plus ``delay`` (or now). Raises ``DuplicateJob`` naming
+        the first id, in the order given, that already exists. Wakes idle workers.
         """
 
     async def get_job(self, job_id: str) -> Job:
         """The job with its output tails; ``JobNotFound`` if there is none."""
 
     async def list_jobs(
-        self, *, state: JobState | None = None, queue: str | None = None, limit: int | None = None
+        self,
+        *,
+        state: JobState | Sequence[JobState] | None = None,
+        queue: str | Sequence[str] | None = None,
+        limit: int | None = None,
     ) -> list[Job]:
-        """Jobs newest first (by ``created_at``), without output tails."""
+        """Jobs newest first (by ``created_at``), without output tails.
+
+        ``state`` and ``queue`` each take one value or several (a job in any of them); none,
+        or an empty sequence, is every one (``job_filter``).
+        """
+
+    async def count_matching(
+        self, *, state: JobState | Sequence[JobState] | None = None, queue: str | Sequence[str] | None = None
+    ) -> int:
+        """How many jobs ``list_jobs`` with these filters would return without a limit (one count)."""
 
     async def count_jobs(self) -> dict[JobState, int]:
         """How many jobs are in each state (every state present, zeros too)."""
@@ -117,10 +137,15 @@ class Store(Protocol):
     # --- settings ---------------------------------------------------------------------
 
     async def settings(self) -> Settings:
-        """The current settings (defaults for keys never set)."""
+        """The stored settings, read now and parsed (``Settings.from_stored``: defaults for keys
+        never set). Nothing is cached: callers that read often keep their own copy."""
 
-    async def set_setting(self, key: str, value: SettingValue) -> None:
-        """Persist one already validated setting."""
+    async def stored_settings(self) -> dict[str, str]:
+        """The settings' texts as stored (as users gave them), by key; keys never set are absent."""
+
+    async def set_setting(self, key: str, text: str) -> None:
+        """Persist one setting's text, as given (``config.stored_text``), once the façade
+        validated it, alone and with the others (``config.check_together``)."""
 
     # --- workers ----------------------------------------------------------------------
 
@@ -146,3 +171,12 @@ class Store(Protocol):
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return when the jobs may have changed (any process), or after ``timeout`` s."""
+
+
+def job_filter(
+    state: JobState | Sequence[JobState] | None, queue: str | Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The states and the queues a ``list_jobs`` filter names, as lists of text (empty: any)."""
+    states = [state] if isinstance(state, JobState) else list(state or ())
+    queues = [queue] if isinstance(queue, str) else list(queue or ())
+    return [JobState(value).value for value in states], queues

@@ -28,7 +28,7 @@ class RunResult:
     exit_code: int | None
     """The shell's exit code; None if it never exited by itself (timeout, not started, signal)."""
     error: str | None
-    """None on success, else why it failed: ``exit code 3``, ``timed out after 5s``, ..."""
+    """None on success, else why it failed, as the job's ``last_error``: ``exit code 3``, ``timed out``..."""
     stdout: bytes
     """The last ``output_limit`` bytes written to stdout."""
     stderr: bytes
@@ -52,6 +52,7 @@ async def run_command(
     on_start: Callable[[int], None] | None = None,
     env: Mapping[str, str] | None = None,
     base_env: Mapping[bytes, bytes] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> RunResult:
     """Run ``command`` with ``/bin/sh -c`` in a new session; never leave any of its processes behind.
 
@@ -64,11 +65,13 @@ async def run_command(
     adds variables to the inherited environment (unlike ``subprocess``, it does not replace it):
     to ``base_env`` when given (an encoded snapshot, e.g. ``dict(os.environb)``: encoding the
     whole environment again for every job costs more than the rest of the runner).
+    ``clock`` gives the wall-clock time (epoch seconds) of ``started_at`` and ``finished_at``;
+    by default the system's, read directly.
     """
     if output_limit < 0:
         raise ValueError(f"output_limit must be >= 0, not {output_limit}")
     loop = asyncio.get_running_loop()
-    started_at = datetime.now(UTC)
+    started_at = _now(clock)
     environ: Mapping[bytes, bytes] | Mapping[str, str] | None = None
     if env is not None:
         extra = {key.encode(): value.encode() for key, value in env.items()}
@@ -98,7 +101,7 @@ async def run_command(
             stdout=b"",
             stderr=b"",
             started_at=started_at,
-            finished_at=datetime.now(UTC),
+            finished_at=_now(clock),
             pid=None,
         )
     pid: int = transport.get_pid()
@@ -116,7 +119,7 @@ async def run_command(
             timer.cancel()
         group.kill()  # what the shell left behind: nothing outlives the attempt
         transport.close()  # closes pipes still held open by now-dead grandchildren
-    return _result(transport.get_returncode(), capture, group, timeout, started_at, pid)
+    return _result(transport.get_returncode(), capture, group, timeout, started_at, _now(clock), pid)
 
 
 def kill_process_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
@@ -290,6 +293,7 @@ def _result(
     group: _Group,
     timeout: float | None,
     started_at: datetime,
+    finished_at: datetime,
     pid: int,
 ) -> RunResult:
     exit_code: int | None = None
@@ -306,9 +310,13 @@ def _result(
         stdout=bytes(capture.stdout),
         stderr=bytes(capture.stderr),
         started_at=started_at,
-        finished_at=datetime.now(UTC),
+        finished_at=finished_at,
         pid=pid,
     )
+
+
+def _now(clock: Callable[[], float] | None) -> datetime:
+    return datetime.now(UTC) if clock is None else datetime.fromtimestamp(clock(), UTC)
 
 
 def _seconds(value: float | None) -> str:

@@ -278,10 +278,10 @@ def fill(target: str, jobs: Sequence[NewJob]) -> None:
     if target.startswith("postgresql://"):
         asyncio.run(_fill_async(target, jobs))
     else:
-        from queuectl.storage.sqlite.direct import add_jobs_now
+        from queuectl.enqueue import enqueue_many
 
         for start in range(0, len(jobs), 50_000):
-            add_jobs_now(Path(target), jobs[start : start + 50_000])
+            enqueue_many(target, jobs[start : start + 50_000])
 
 
 async def _fill_async(target: str, jobs: Sequence[NewJob]) -> None:

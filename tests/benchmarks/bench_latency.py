@@ -3,8 +3,8 @@
 An idle ``worker start --count 4`` runs; the benchmark process enqueues probe jobs whose command
 writes ``date +%s%N`` (the wall clock in ns) to a file. Latency is that stamp minus
 ``time.time_ns()`` taken right after the enqueue returned, i.e. after the commit. SQLite probes
-are enqueued with ``queuectl.storage.sqlite.direct.add_jobs_now`` (the insert of ``queuectl
-enqueue``); PostgreSQL probes with ``await queue.enqueue(...)`` of the façade.
+are enqueued with ``queuectl.enqueue.enqueue_many`` (the insert of ``queuectl enqueue``, no
+event loop); PostgreSQL probes with ``await queue.enqueue(...)`` of the façade.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def latency_figures(ctx: Context) -> list[Row]:
     rng = random.Random(ctx.seed)
     ctx.note(
         "pickup: latency = the job's `date +%s%N` minus time.time_ns() right after the enqueue returned"
-        " in the benchmark process (sqlite: sqlite_direct.add_jobs_now, the CLI's insert; postgres:"
+        " in the benchmark process (sqlite: queuectl.enqueue.enqueue_many, the CLI's insert; postgres:"
         " Queue.enqueue); probes spaced 0.05-1.5 s at random, then one after the idle period;"
         " reference: the same command spawned directly by subprocess (its own start-up cost)"
     )
@@ -152,9 +152,9 @@ async def _probe(ctx: Context, queue: Queue, target: str) -> float:
     if target.startswith("postgresql://"):
         await queue.enqueue(job)
     else:
-        from queuectl.storage.sqlite.direct import add_jobs_now
+        from queuectl.enqueue import enqueue_many
 
-        add_jobs_now(Path(target), [job])
+        enqueue_many(target, [job])
     committed = time.time_ns()
     deadline = time.monotonic() + PROBE_TIMEOUT
     while not stamp.exists():

@@ -1,95 +1,104 @@
-"""Enqueue into a SQLite store without an event loop: what the short-lived CLI process uses.
+"""Writing jobs into a SQLite store with plain ``sqlite3``, without an event loop.
 
-``queuectl enqueue`` does one insert; starting asyncio and aiosqlite for it would
-cost more than the rest of the process. This is the same insert, the same
-transaction and the same durability as ``SqliteStore.add_jobs``.
+``queuectl.enqueue`` inserts through ``transaction``: the same insert (``rows.INSERT``), the same
+one transaction and the same durability as ``SqliteStore.add_jobs``, in a short-lived process
+that never starts asyncio. ``duplicate_of`` words the refusal of a taken id for both.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from itertools import repeat
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from itertools import chain, repeat
+from typing import TYPE_CHECKING
 
-from queuectl.config import Settings
 from queuectl.errors import DuplicateJob
 from queuectl.storage.sqlite import schema as sqlite_schema
-from queuectl.storage.sqlite.rows import INSERT, insert_rows, needs_settings, stored_job
+from queuectl.storage.sqlite.rows import (
+    INSERT,
+    INSERT_PAIRS,
+    SELECT_SETTINGS,
+    insert_row,
+    insert_rows,
+    pairs_parameters,
+    settings_from_rows,
+    stored_job,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from queuectl.config import Settings
     from queuectl.models import Job, NewJob
 
-#: Writes the rows inside the open transaction, given the stored settings (if asked for) and now.
-Insert = Callable[[sqlite3.Connection, Settings | None, float], None]
-
-#: The bulk insert as one statement: SQLite walks a JSON array of [id, command] pairs itself,
-#: a third faster at 100,000 rows than ``executemany`` binding nine parameters a row.
-INSERT_PAIRS = (
-    "INSERT INTO jobs (id, command, queue, priority, timeout, max_retries, run_at, state,"
-    " created_at, updated_at)"
-    " SELECT value ->> 0, value ->> 1, 'default', 0, :timeout, :max_retries, :now, 'pending', :now, :now"
-    " FROM json_each(:pairs) ORDER BY key"
-)
 #: JSON functions and ``->>`` are built into SQLite from 3.38; older ones take ``executemany``.
 HAS_JSON = sqlite3.sqlite_version_info >= (3, 38, 0)
 #: Well under SQLite's default limit of 1,000,000,000 bytes for one string; beyond, ``executemany``.
 MAX_PAIRS_CHARS = 100_000_000
+#: Ids looked up at once when an insert hit a taken one (SQLite allows 32,766 parameters).
+_LOOKUP_CHUNK = 500
 
 
-def add_jobs_now(path: Path, jobs: Sequence[NewJob]) -> list[Job]:
-    """Insert all of ``jobs`` or none, in one fsynced transaction; return them as stored."""
-    rows: list[tuple[Any, ...]] = []
+class Writer:
+    """What one ``transaction`` does: read the settings, insert jobs (as they are: resolved)."""
 
-    def insert(connection: sqlite3.Connection, settings: Settings | None, now: float) -> None:
-        rows.extend(insert_rows(jobs, settings, now))
-        connection.executemany(INSERT, rows)
+    __slots__ = ("_connection", "_now", "ids")
 
-    _write(path, insert, [job.id for job in jobs], with_settings=needs_settings(jobs))
-    return [stored_job(row) for row in rows]
+    def __init__(self, connection: sqlite3.Connection, now: float) -> None:
+        self._connection = connection
+        self._now = now
+        #: The ids inserted so far, to name a taken one.
+        self.ids: list[Sequence[str]] = []
 
+    def settings(self) -> Settings:
+        """The store's settings, read in this transaction."""
+        return settings_from_rows(self._connection.execute(SELECT_SETTINGS).fetchall())
 
-def add_commands_now(path: Path, ids: Sequence[str], commands: Sequence[str]) -> None:
-    """Insert a job per command, with these ids and every other field at its default.
+    def add_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Insert ``jobs``; return them as stored."""
+        rows = insert_rows(jobs, self._now)
+        self.ids.append([job.id for job in jobs])
+        self._connection.executemany(INSERT, rows)
+        return [stored_job(row) for row in rows]
 
-    The bulk path of ``enqueue-file``: the same transaction as ``add_jobs_now`` without a
-    ``NewJob`` or a ``Job`` per row (at 100,000 rows those cost more than the insert).
-    """
+    def add_commands(self, ids: Sequence[str], commands: Sequence[str], shared: NewJob) -> None:
+        """Insert a job per id and command, every other field as in ``shared`` (its id and command unused).
 
-    def insert(connection: sqlite3.Connection, settings: Settings | None, now: float) -> None:
-        assert settings is not None
+        The bulk path of ``enqueue-file``: no ``NewJob`` or ``Job`` per row.
+        """
+        self.ids.append(ids)
         if HAS_JSON and sum(map(len, commands)) < MAX_PAIRS_CHARS:
             import json  # not at import: `queuectl enqueue` starts faster without it
 
             # ensure_ascii=False: strings pass through as they are, with no escapes to decode.
             pairs = json.dumps(list(zip(ids, commands, strict=True)), ensure_ascii=False)
-            values = {"timeout": settings.default_timeout, "max_retries": settings.max_retries}
-            connection.execute(INSERT_PAIRS, {**values, "now": now, "pairs": pairs})
+            self._connection.execute(INSERT_PAIRS, {**pairs_parameters(shared, self._now), "pairs": pairs})
             return
-        defaults = ("default", 0, settings.default_timeout, settings.max_retries, now, now, now)
-        connection.executemany(INSERT, zip(ids, commands, *map(repeat, defaults), strict=False))
-
-    _write(path, insert, ids, with_settings=True)
+        others = insert_row(shared, self._now)[2:]
+        self._connection.executemany(INSERT, zip(ids, commands, *map(repeat, others), strict=False))
 
 
-def _write(path: Path, insert: Insert, ids: Sequence[str], *, with_settings: bool) -> None:
-    """Run ``insert`` in one ``BEGIN IMMEDIATE`` transaction, fsynced on commit (``durable``)."""
-    if not ids:
-        return
+@contextmanager
+def transaction(path: Path) -> Iterator[Writer]:
+    """One ``BEGIN IMMEDIATE`` transaction on the store at ``path`` (checked, created or migrated).
+
+    Committed when the block ends, fsynced (a ``durable`` connection: enqueued jobs survive
+    power loss), rolled back if it raises. An insert of a taken id raises ``DuplicateJob``.
+    """
     connection = sqlite_schema.connect(path, durable=True)
     try:
         with sqlite_schema.translate_errors(path):
-            connection.execute("BEGIN IMMEDIATE")
+            # Waits for another writer in slices, so that Ctrl-C is not held up (``patiently``).
+            sqlite_schema.patiently(lambda: connection.execute("BEGIN IMMEDIATE"))
+            writer = Writer(connection, time.time())
             try:
-                settings = _settings(connection) if with_settings else None
-                insert(connection, settings, time.time())
+                yield writer
                 connection.execute("COMMIT")
             except sqlite3.IntegrityError as error:
                 sqlite_schema.rollback(connection)
-                raise _duplicate(connection, ids) from error
+                raise duplicate_of(connection, list(chain.from_iterable(writer.ids))) from error
             except BaseException:
                 sqlite_schema.rollback(connection)  # a full disk may have rolled back already
                 raise
@@ -97,12 +106,16 @@ def _write(path: Path, insert: Insert, ids: Sequence[str], *, with_settings: boo
         connection.close()
 
 
-def _settings(connection: sqlite3.Connection) -> Settings:
-    return Settings.from_stored(dict(connection.execute("SELECT key, value FROM settings").fetchall()))
+def duplicate_of(connection: sqlite3.Connection, ids: Sequence[str]) -> DuplicateJob:
+    """The refusal of an insert of ``ids`` that broke the unique index: it names the first taken id.
 
-
-def _duplicate(connection: sqlite3.Connection, ids: Sequence[str]) -> DuplicateJob:
-    for job_id in ids:
-        if connection.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone():
-            return DuplicateJob(f"a job with id {job_id!r} already exists")
+    Run after the insert rolled back, so a taken id is one stored before.
+    """
+    for start in range(0, len(ids), _LOOKUP_CHUNK):
+        chunk = ids[start : start + _LOOKUP_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        taken = {row[0] for row in connection.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk)}
+        for job_id in chunk:
+            if job_id in taken:
+                return DuplicateJob(f"a job with id {job_id!r} already exists")
     return DuplicateJob()

@@ -10,9 +10,8 @@ goes to a worker thread instead and waits there with the store's normal busy tim
 What runs here must be short and bounded: index-driven statements on a few rows, commits without
 fsync (``synchronous=NORMAL``). So the lane never checkpoints (``wal_autocheckpoint = 0``): a
 checkpoint fsyncs, and on a busy disk one fsync can take seconds, all of them the loop's. The
-store runs the checkpoint in a thread instead, every so many writes (``SqliteStore._count_write``),
-on the lane's connection with the lane held: no write may land meanwhile, or the WAL, never
-wholly copied back, would never start over from its beginning.
+store's ``wal.WalKeeper`` runs it in a thread instead, every so many writes, with the lane held
+(``run_in_thread``).
 """
 
 from __future__ import annotations

@@ -6,33 +6,72 @@ short-lived CLI process that only inserts.
 
 from __future__ import annotations
 
-import math
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from queuectl.errors import StoreBusy, StoreCorrupt, StoreError, StoreUnavailable
 
-#: Overrides ``BUSY_TIMEOUT_SECONDS`` (seconds, > 0) for the processes it is set in. Meant for
-#: tests, which must reach the timeout without waiting the full default; a value that is not a
-#: positive finite number is ignored.
+T = TypeVar("T")
+
+#: Set, it overrides ``BUSY_TIMEOUT_SECONDS`` for tests (``queuectl.testing.busy_timeout``).
 BUSY_TIMEOUT_ENV = "QUEUECTL_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT_SECONDS = 10.0
 
 
-def _busy_timeout(text: str | None) -> float:
-    try:
-        seconds = float(text) if text is not None else DEFAULT_BUSY_TIMEOUT_SECONDS
-    except ValueError:
+def _busy_timeout() -> float:
+    if BUSY_TIMEOUT_ENV not in os.environ:
         return DEFAULT_BUSY_TIMEOUT_SECONDS
-    return seconds if math.isfinite(seconds) and seconds > 0 else DEFAULT_BUSY_TIMEOUT_SECONDS
+    from queuectl.testing import busy_timeout  # a test hook: never imported otherwise
+
+    return busy_timeout(os.environ[BUSY_TIMEOUT_ENV], DEFAULT_BUSY_TIMEOUT_SECONDS)
 
 
 #: How long a writer waits for another process's write lock before giving up.
-BUSY_TIMEOUT_SECONDS = _busy_timeout(os.environ.get(BUSY_TIMEOUT_ENV))
+BUSY_TIMEOUT_SECONDS = _busy_timeout()
+#: The longest one statement waits in SQLite's own busy handler. It sleeps in C, where neither
+#: Ctrl-C nor a cancellation reaches it, so longer waits (up to ``BUSY_TIMEOUT_SECONDS``) are
+#: made of such slices, retried from Python (``patiently``, ``SqliteStore._patiently``).
+BUSY_SLICE_SECONDS = min(0.1, BUSY_TIMEOUT_SECONDS)
+#: The pause between two slices: some SQLITE_BUSY come at once, without the busy handler.
+BUSY_PAUSE_SECONDS = 0.005
+
+#: SQLite's result codes: SQLITE_BUSY and its extended SQLITE_BUSY_SNAPSHOT (``& 0xFF`` is 5).
+_SQLITE_BUSY = 5
+_SQLITE_BUSY_SNAPSHOT = 517
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """Whether ``error`` is another connection's lock, which waiting may outlast.
+
+    Not SQLITE_BUSY_SNAPSHOT: a read transaction that cannot become a write one never will.
+    """
+    code: int | None = getattr(error, "sqlite_errorcode", None)
+    if code is None:
+        return "database is locked" in str(error)
+    return code & 0xFF == _SQLITE_BUSY and code != _SQLITE_BUSY_SNAPSHOT
+
+
+def patiently(action: Callable[[], T], timeout: float = BUSY_TIMEOUT_SECONDS) -> T:
+    """``action()``, tried again while the store is locked, for up to ``timeout`` seconds.
+
+    ``action`` must change nothing when it fails busy (one statement in autocommit, a ``BEGIN
+    IMMEDIATE``, or a transaction that rolls back). Between tries, Python runs signal handlers:
+    Ctrl-C ends the wait at once, not when the busy timeout would.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as error:
+            if not is_busy(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(BUSY_PAUSE_SECONDS)
+
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -108,7 +147,29 @@ def store_error(path: Path, error: sqlite3.Error) -> StoreError:
         "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered
     ):
         return StoreCorrupt(f"the store {path} is not a queuectl database or is damaged: {text}")
+    if "unable to open database file" in lowered:
+        problem = folder_problem(path)
+        if problem is not None:
+            return StoreUnavailable(f"cannot use the store {path}: {problem}")
     return StoreUnavailable(f"cannot use the store {path}: {text}")
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why SQLite could not open ``path`` for its folder's sake, if that is why.
+
+    SQLite says only "unable to open database file". In WAL mode it must create files next to
+    the store (``-wal``, ``-shm``), even to read it, so the folder must exist and be writable.
+    ``os.access`` answers as the kernel would for this process: for root, a read-only mount.
+    """
+    folder = Path(os.path.abspath(path)).parent
+    if not folder.exists():
+        return f"folder {folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        needs = f"{path.name}-wal" if path.exists() else path.name
+        return f"folder {folder} is not writable (SQLite needs to create {needs} there)"
+    return None
 
 
 def check_file(path: Path) -> None:
@@ -129,7 +190,8 @@ def check_file(path: Path) -> None:
 def connect(path: Path, *, durable: bool) -> sqlite3.Connection:
     """Check, create or migrate the store, and return a connection to it.
 
-    Autocommit mode, WAL, a busy timeout. ``durable`` connections fsync every
+    Autocommit mode, WAL, and a busy timeout of one slice (``BUSY_SLICE_SECONDS``): a caller
+    that waits for the write lock retries with ``patiently``. ``durable`` connections fsync every
     commit (``synchronous=FULL``): enqueues must survive power loss. Worker
     connections use ``NORMAL``: a claim or result lost to power loss only means
     the job runs again, which at-least-once allows.
@@ -137,12 +199,13 @@ def connect(path: Path, *, durable: bool) -> sqlite3.Connection:
     check_file(path)
     with translate_errors(path):
         connection = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+            path, timeout=BUSY_SLICE_SECONDS, isolation_level=None, check_same_thread=False
         )
         try:
-            _schema_version(connection, path)  # refuses a foreign database before anything is written
-            _retry_busy(lambda: _enable_wal(connection))
-            _migrate(connection, path)
+            # Refuses a foreign database before anything is written.
+            patiently(lambda: _schema_version(connection, path))
+            patiently(lambda: _enable_wal(connection))
+            patiently(lambda: _migrate(connection, path))
             connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         except BaseException:
             connection.close()
@@ -155,54 +218,10 @@ def prepare(path: Path) -> None:
     connect(path, durable=False).close()
 
 
-#: SQLite checkpoints the WAL by itself after commits once it holds 1,000 pages (~4 MiB), but
-#: those checkpoints wait for no one: a reader that is almost always inside a transaction (a
-#: dashboard polling in a loop) keeps them from ever emptying the WAL, which then grows with every
-#: commit (~35 MiB in 3,000 jobs in tests/test_faults_sqlite.py). Past this size the store forces
-#: a checkpoint that does wait for the readers' next gap.
-WAL_LIMIT_BYTES = 16 * 1024 * 1024
-#: How long that checkpoint may wait for readers. Writers wait meanwhile (it holds the write
-#: lock), well within their busy timeout; a reader needs two transitions between transactions.
-WAL_CHECKPOINT_WAIT_SECONDS = 1.0
-
-
-def shrink_wal(path: Path) -> bool | None:
-    """If the WAL outgrew ``WAL_LIMIT_BYTES``, copy it into the database and truncate it.
-
-    Returns ``None`` when it was small enough, else whether the checkpoint completed
-    (``False``: a reader stayed in the WAL for the whole wait).
-    """
-    try:
-        if path.with_name(path.name + "-wal").stat().st_size <= WAL_LIMIT_BYTES:
-            return None
-    except FileNotFoundError:
-        return None
-    with translate_errors(path):
-        connection = sqlite3.connect(path, timeout=WAL_CHECKPOINT_WAIT_SECONDS, isolation_level=None)
-        try:
-            (blocked, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        finally:
-            connection.close()
-    return not blocked
-
-
 def _enable_wal(connection: sqlite3.Connection) -> None:
     (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
     if str(mode).lower() != "wal":
         connection.execute("PRAGMA journal_mode = WAL").fetchone()
-
-
-def _retry_busy(action: Callable[[], None]) -> None:
-    """Switching to WAL can fail with SQLITE_BUSY at once, without the busy handler."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-    while True:
-        try:
-            action()
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
 
 
 def _migrate(connection: sqlite3.Connection, path: Path) -> None:

@@ -1,0 +1,238 @@
+"""The PostgreSQL store's statements, and the column lists they derive from the job field table.
+
+Every time is the server's ``now()``; ``$n::float8 * interval '1 second'`` turns seconds into
+spans. Column lists come from ``queuectl.models``: a new job field joins every ``RETURNING``
+and the insert by itself, its arrays typed by ``array_type``. Only the statements that use a
+field for something (``run_at``, ``state``, ``claim_token``, ...) name it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from queuectl.models import JOB_FIELDS, STORED_INPUT_FIELDS, SUMMARY_FIELDS, Job, NewJob, WorkerInfo
+from queuectl.records import FieldInfo, fields
+
+# --- columns ---------------------------------------------------------------------------------
+
+#: What lists and claims read: every job field but the output tails.
+JOB_COLUMNS = ", ".join(SUMMARY_FIELDS)
+#: What ``get_job`` reads: every job field.
+FULL_COLUMNS = ", ".join(JOB_FIELDS)
+#: A claimed job: its fields, its place in the claim order and the token that guards it.
+CLAIM_COLUMNS = JOB_COLUMNS + ", seq, claim_token"
+WORKER_COLUMNS = ", ".join(info.name for info in fields(WorkerInfo))
+
+#: Input fields stored as given: one array each in ``INSERT_JOBS``, and what ``add_jobs`` compares
+#: after a lost reply. (``run_at`` is given, or the server's now plus ``delay``, an input-only field.)
+GIVEN_FIELDS: tuple[str, ...] = tuple(name for name in STORED_INPUT_FIELDS if name != "run_at")
+#: The arrays of ``INSERT_JOBS``, in order; ``rows.insert_arguments`` builds them.
+INSERT_FIELDS: tuple[str, ...] = (*GIVEN_FIELDS, "run_at", "delay")
+
+#: PostgreSQL types of the kinds of value a field's annotation names (``None``, ``Unset`` aside).
+_TYPES = {
+    "str": "text",
+    "int": "integer",
+    "float": "float8",
+    "bool": "boolean",
+    "datetime": "timestamptz",
+    "bytes": "bytea",
+}
+#: Each field by name, as stored (``Job``) or, for input-only fields, as given (``NewJob``).
+_FIELDS: dict[str, FieldInfo] = {info.name: info for info in (*fields(NewJob), *fields(Job))}
+
+
+def array_type(name: str) -> str:
+    """``text[]``, ``integer[]``...: the array type of a field's parameter, from its annotation.
+
+    A field whose column is of another type (``bigint``, ``jsonb``) says so in its metadata:
+    ``field(default=..., pg_type="bigint")``.
+    """
+    info = _FIELDS[name]
+    kinds = [kind.strip() for kind in info.annotation.split("|")]
+    kinds = [kind for kind in kinds if kind not in ("None", "Unset")]
+    declared = info.meta.get("pg_type")
+    if declared is None:
+        if len(kinds) != 1 or kinds[0] not in _TYPES:
+            raise TypeError(f"no PostgreSQL type for the field {name!r} ({info.annotation}): give it pg_type")
+        declared = _TYPES[kinds[0]]
+    return f"{declared}[]"
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+#: All or nothing in one statement (one round trip), waking LISTENers when it commits. ``run_at``
+#: of NULL is now plus ``delay`` seconds. Its last parameter is the channel to notify.
+INSERT_JOBS = f"""
+WITH added AS (
+    INSERT INTO jobs ({", ".join(GIVEN_FIELDS)}, run_at, state, attempts, created_at, updated_at)
+    SELECT {", ".join(f"t.{name}" for name in GIVEN_FIELDS)},
+           coalesce(t.run_at, now() + t.delay * interval '1 second'), 'pending', 0, now(), now()
+    FROM unnest({", ".join(f"${n}::{array_type(name)}" for n, name in enumerate(INSERT_FIELDS, 1))})
+         WITH ORDINALITY AS t({", ".join(INSERT_FIELDS)}, n)
+    ORDER BY t.n
+    RETURNING {JOB_COLUMNS}
+), wake AS (SELECT pg_notify(${len(INSERT_FIELDS) + 1}, 'added'))
+SELECT added.* FROM added, wake
+"""
+#: The rows of a batch whose reply was lost, if they were added in the last ``$2`` seconds.
+ADDED_RECENTLY = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1::text[])"
+    " AND created_at >= now() - $2::float8 * interval '1 second'"
+)
+TAKEN_IDS = "SELECT id FROM jobs WHERE id = ANY($1::text[])"
+
+GET_JOB = f"SELECT {FULL_COLUMNS} FROM jobs WHERE id = $1"
+
+# $1 the states, $2 the queues: NULL for any.
+_JOB_FILTER = (
+    "($1::text[] IS NULL OR state = ANY($1::text[])) AND ($2::text[] IS NULL OR queue = ANY($2::text[]))"
+)
+LIST_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE {_JOB_FILTER}
+ORDER BY created_at DESC, seq DESC
+LIMIT $3::bigint
+"""
+COUNT_MATCHING = f"SELECT count(*) AS n FROM jobs WHERE {_JOB_FILTER}"
+
+COUNT_JOBS = "SELECT state, count(*) AS n FROM jobs GROUP BY state"
+EARLIEST_RUN_AT = "SELECT min(run_at) AS earliest FROM jobs WHERE state IN ('pending', 'failed')"
+# Not min(run_at) - now(): asyncpg stores datetime.max as infinity, which cannot be
+# subtracted; extract() gives it as an infinite number of seconds.
+NEXT_RUN_AT = (
+    "SELECT (extract(epoch FROM min(run_at)) - extract(epoch FROM now()))::float8 AS seconds"
+    " FROM jobs WHERE state IN ('pending', 'failed')"
+    " AND (cardinality($1::text[]) = 0 OR queue = ANY($1::text[]))"
+)
+HAS_UNFINISHED = (
+    "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('pending', 'failed', 'processing')"
+    " AND ($1::text[] IS NULL OR queue = ANY($1::text[]))) AS found"
+)
+
+# --- claims ------------------------------------------------------------------------------------
+
+#: ``$4`` starts the tokens of one call's claims: a retry after a lost reply finds them by it.
+_CLAIM = """
+UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = $1,
+    claim_token = $4::text || gen_random_uuid()::text,
+    lease_expires_at = now() + $2::float8 * interval '1 second',
+    started_at = now(), updated_at = now()
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE state IN ('pending', 'failed') AND run_at <= now(){queue_filter}
+    ORDER BY priority DESC, run_at, created_at, seq
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {columns}
+"""
+CLAIM_ANY_QUEUE = _CLAIM.format(queue_filter="", columns=CLAIM_COLUMNS)
+CLAIM_QUEUES = _CLAIM.format(queue_filter=" AND queue = ANY($5::text[])", columns=CLAIM_COLUMNS)
+#: What a claim whose reply was lost took: this worker's jobs with tokens of that call.
+CLAIMED_BEFORE = f"""
+SELECT {CLAIM_COLUMNS} FROM jobs
+WHERE state = 'processing' AND worker_id = $1 AND starts_with(claim_token, $2::text)
+"""
+
+RENEW = """
+UPDATE jobs SET lease_expires_at = now() + $3::float8 * interval '1 second'
+WHERE worker_id = $1 AND claim_token = ANY($2::text[]) AND state = 'processing'
+RETURNING claim_token
+"""
+
+#: Records an attempt's outcome if the claim ($1, $2) still holds the job.
+_RECORD = """
+    UPDATE jobs SET state = $3::text, exit_code = $4, last_error = $5,
+        started_at = coalesce($6, started_at), finished_at = $7, stdout = $8, stderr = $9,
+        run_at = CASE WHEN $3::text = 'failed' THEN now() + $10::float8 * interval '1 second'
+                      ELSE run_at END,
+        worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
+    RETURNING 1
+"""
+FINISH = f"""
+WITH done AS ({_RECORD})
+SELECT pg_notify($11, 'finished') FROM done
+"""
+#: Whether a finish whose reply was lost committed: the job shows exactly that outcome, unheld.
+FINISHED_AS = "SELECT 1 FROM jobs WHERE id = $1 AND state = $2 AND finished_at = $3 AND claim_token IS NULL"
+
+
+def _shift_parameters(statement: str, by: int) -> str:
+    """``$1`` becomes ``$(1 + by)``: one statement's text inside another that has ``by`` before."""
+    return re.sub(r"\$(\d+)", lambda match: f"${int(match[1]) + by}", statement)
+
+
+#: ``FINISH`` and a claim in one statement, one round trip: what a worker does as a job ends.
+#: ``FINISH``'s parameters ($1-$11), then the claim's, shifted by 11 ($12-$15, queues $16).
+#: Every part sees the statement's snapshot, so the claim cannot take the job just finished.
+#: Its commit does not wait for the WAL flush (``synchronous_commit`` off for this transaction
+#: only): lost to a server crash, a result or claim only means that the job runs again, which
+#: at-least-once allows. Enqueues keep the server's default.
+_FINISH_AND_CLAIM = f"""
+WITH done AS ({_RECORD}), wake AS (
+    SELECT pg_notify($11, 'finished') FROM done
+), relaxed AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), claimed AS ({{claim}})
+SELECT (SELECT count(*) FROM wake) AS finished, claimed.*
+FROM (SELECT 1 FROM relaxed) AS one LEFT JOIN claimed ON true
+"""
+FINISH_AND_CLAIM_ANY_QUEUE = _FINISH_AND_CLAIM.format(claim=_shift_parameters(CLAIM_ANY_QUEUE, 11))
+FINISH_AND_CLAIM_QUEUES = _FINISH_AND_CLAIM.format(claim=_shift_parameters(CLAIM_QUEUES, 11))
+
+RELEASE = """
+WITH back AS (
+    UPDATE jobs SET state = 'pending', attempts = greatest(attempts - 1, 0), worker_id = NULL,
+        claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
+    RETURNING 1
+)
+SELECT pg_notify($3, 'released') FROM back
+"""
+
+LAPSED = f"""
+SELECT {CLAIM_COLUMNS} FROM jobs
+WHERE state = 'processing' AND lease_expires_at < now()
+ORDER BY lease_expires_at, seq
+"""
+
+# --- the dead-letter queue ---------------------------------------------------------------------
+
+LOCK_FOR_REVIVAL = "SELECT id, state FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+_REVIVE = f"""
+WITH revived AS (
+    UPDATE jobs SET state = 'pending', attempts = 0, run_at = now(), updated_at = now()
+    WHERE state = 'dead' {{which}}
+    RETURNING {JOB_COLUMNS}, seq
+), wake AS (SELECT pg_notify($1, 'revived'))
+SELECT revived.* FROM revived, wake
+"""
+REVIVE_SOME = _REVIVE.format(which="AND id = ANY($2::text[])")
+REVIVE_ALL = _REVIVE.format(which="")
+
+# --- settings and workers ----------------------------------------------------------------------
+
+SETTINGS = "SELECT key, value FROM settings"
+SET_SETTING = (
+    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+REGISTER_WORKER = """
+INSERT INTO workers (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, now(), now())
+ON CONFLICT (id) DO UPDATE
+    SET host = excluded.host, pid = excluded.pid, heartbeat_at = now(), stop_requested = false
+"""
+HEARTBEAT = "UPDATE workers SET heartbeat_at = now(), running = $2 WHERE id = $1 RETURNING stop_requested"
+STOP_REQUESTED = "SELECT stop_requested FROM workers WHERE id = $1"
+UNREGISTER_WORKER = "DELETE FROM workers WHERE id = $1"
+LIVE_WORKERS = f"""
+SELECT {WORKER_COLUMNS} FROM workers
+WHERE heartbeat_at > now() - $1::float8 * interval '1 second'
+ORDER BY started_at, id
+"""
+REQUEST_STOP = (
+    "UPDATE workers SET stop_requested = true"
+    " WHERE heartbeat_at > now() - $1::float8 * interval '1 second' RETURNING id"
+)

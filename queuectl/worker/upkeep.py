@@ -1,0 +1,144 @@
+"""Keeping claims good: heartbeats, lease renewal, the lease guard, lost workers' jobs, stop requests.
+
+Upkeep sees what it needs and nothing more of the pool: the store, the worker's id, the table of
+running jobs (whose leases it renews, and which it kills when it cannot), and callbacks for a stop
+request and for new settings. It runs as two tasks that the pool supervises (``run`` and
+``guard_leases``); each retries a passing ``StoreError`` itself, and any other failure ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from queuectl import retry
+from queuectl.config import Settings
+from queuectl.errors import StoreError
+from queuectl.models import EndedAttempt, Outcome
+from queuectl.storage.base import Store
+from queuectl.worker.orphans import kill_orphans
+from queuectl.worker.slots import Running
+
+__all__ = ("LEASE_SAFETY_FRACTION", "WORKER_LOST", "Upkeep", "kill_deadline")
+
+logger = logging.getLogger(__name__)
+
+#: A job is killed this long before its lease runs out if the lease could not be renewed.
+LEASE_SAFETY_FRACTION = 0.2
+#: The ``last_error`` of an attempt whose worker was lost.
+WORKER_LOST = "worker lost (lease expired)"
+
+
+def kill_deadline(jobs: Mapping[str, Running], lease: float) -> float:
+    """The monotonic time by which the running jobs must end if no lease is renewed any more."""
+    return min(running.lease_deadline for running in jobs.values()) - lease * LEASE_SAFETY_FRACTION
+
+
+class Upkeep:
+    """The background work of one worker; ``settings`` are the latest read from the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        worker_id: str,
+        jobs: Mapping[str, Running],
+        settings: Settings,
+        on_settings: Callable[[Settings], None],
+        on_stop: Callable[[], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.jobs = jobs
+        self.settings = settings
+        self._on_settings = on_settings
+        self._on_stop = on_stop
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Each poll interval: heartbeat (or read stop requests), settings, lost workers' jobs."""
+        next_heartbeat = 0.0
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            try:
+                if time.monotonic() >= next_heartbeat:
+                    await self._heartbeat()
+                    next_heartbeat = time.monotonic() + self._heartbeat_interval()
+                elif await self.store.stop_requested(self.worker_id):
+                    self._on_stop()
+                self.settings = await self.store.settings()
+                self._on_settings(self.settings)
+                await self.recover_lapsed()
+            except StoreError as exc:
+                logger.warning("upkeep failed, will retry: %s", exc)
+
+    async def guard_leases(self) -> None:
+        """On its own timer: ``run`` may be stuck retrying a store that went away."""
+        while True:
+            lease_margin = self.settings.lease * LEASE_SAFETY_FRACTION
+            await asyncio.sleep(min(self.settings.poll_interval, lease_margin / 2))
+            self._kill_unrenewed()
+
+    def _heartbeat_interval(self) -> float:
+        """Writes wake every idle worker of the store, so only as often as leases need."""
+        return min(self.settings.lease / 3, 10.0)
+
+    async def _heartbeat(self) -> None:
+        if await self.store.heartbeat(worker_id=self.worker_id, running=len(self.jobs)):
+            self._on_stop()
+        await self._renew_leases()
+
+    async def _renew_leases(self) -> None:
+        if not self.jobs:
+            return
+        asked = list(self.jobs.items())
+        lease = self.settings.lease
+        renewed_at = time.monotonic()
+        held = await self.store.renew(
+            worker_id=self.worker_id, tokens=[token for token, _ in asked], lease=lease
+        )
+        for token, running in asked:
+            if token in held:
+                running.lease_deadline = renewed_at + lease
+            elif not running.recording:
+                running.lease_lost = True
+                running.kill()
+
+    def _kill_unrenewed(self) -> None:
+        """A job whose lease could not be renewed dies before the lease runs out."""
+        now = time.monotonic()
+        margin = self.settings.lease * LEASE_SAFETY_FRACTION
+        for running in self.jobs.values():
+            if now > running.lease_deadline - margin and not running.recording:
+                running.lease_lost = True
+                running.kill()
+
+    async def recover_lapsed(self) -> None:
+        """Take back jobs whose worker was lost: the attempt counts, then retry or bury."""
+        try:
+            lapsed = await self.store.lapsed_claims()
+        except StoreError as exc:
+            logger.warning("could not look for lost workers' jobs: %s", exc)
+            return
+        for claim in lapsed:
+            # What is left of the lost attempt on this host must not run beside the next one.
+            kill_orphans(claim.token)
+            decision = retry.decide(claim.job, WORKER_LOST, self.settings)
+            lost = EndedAttempt(
+                exit_code=None,
+                error=WORKER_LOST,
+                started_at=None,
+                finished_at=datetime.fromtimestamp(self._clock(), UTC),
+            )
+            outcome = Outcome.of(decision, lost)
+            try:
+                taken_back = await self.store.finish(claim, outcome)
+            except StoreError as exc:  # the next upkeep tries again
+                logger.warning("could not take back %s from a lost worker: %s", claim.job.id, exc)
+                return
+            if taken_back:
+                logger.warning("took back %s from a lost worker: %s", claim.job.id, decision.state.value)
