@@ -26,6 +26,7 @@ from queuectl.models import (
     Job,
     JobState,
     NewJob,
+    WorkerInfo,
 )
 from queuectl.records import FieldInfo, fields, set_field
 
@@ -207,3 +208,16 @@ SELECT_SETTINGS = "SELECT key, value FROM settings"
 def settings_from_rows(rows: Iterable[tuple[str, str]]) -> Settings:
     """Typed settings from the rows of ``SELECT_SETTINGS`` (defaults for keys never set)."""
     return Settings.from_stored(dict(rows))
+
+
+def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
+    """A ``WorkerInfo`` from a row of ``sql.LIVE_WORKERS``: id, host, pid, started, heartbeat, running."""
+    worker_id, host, pid, started_at, heartbeat_at, running = row
+    return WorkerInfo(
+        id=worker_id,
+        host=host,
+        pid=pid,
+        started_at=at(started_at),
+        heartbeat_at=at(heartbeat_at),
+        running=running,
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from queuectl.storage.sqlite.rows import (
     insert_rows,
     settings_from_rows,
     stored_job,
+    worker_from_row,
 )
 from queuectl.storage.sqlite.schema import translate_errors
 from queuectl.storage.sqlite.wal import WalKeeper
@@ -379,17 +380,8 @@ class SqliteStore:
         await self._fetch(sql.UNREGISTER_WORKER, (worker_id,))
 
     async def list_workers(self, *, stale_after: float) -> list[WorkerInfo]:
-        rows = await self._fetch(sql.LIVE_WORKERS, (self.clock() - stale_after,))
         return [
-            WorkerInfo(
-                id=worker_id,
-                host=host,
-                pid=pid,
-                started_at=datetime.fromtimestamp(started_at, UTC),
-                heartbeat_at=datetime.fromtimestamp(heartbeat_at, UTC),
-                running=running,
-            )
-            for worker_id, host, pid, started_at, heartbeat_at, running in rows
+            worker_from_row(row) for row in await self._fetch(sql.LIVE_WORKERS, (self.clock() - stale_after,))
         ]
 
     async def request_stop(self, *, stale_after: float) -> int:
