@@ -24,6 +24,7 @@ MAX_TIMEOUT = 1e9  # as a job's own timeout
 MAX_RETRIES = 1_000_000  # as a job's own max_retries
 MAX_BACKOFF_BASE = 1000.0
 MAX_OUTPUT_LIMIT = 64 * 1024 * 1024
+MAX_RETENTION = 100 * 365 * 86400.0
 #: A lease must outlast two poll intervals: the worker renews it from its upkeep, which runs
 #: once a poll interval, so a shorter lease would lapse while its worker is healthy.
 LEASE_POLL_RATIO = 2
@@ -93,6 +94,12 @@ def _parse_default_timeout(text: str) -> SettingValue:
     return _seconds(text, MAX_TIMEOUT)
 
 
+def _parse_retention(text: str) -> SettingValue:
+    if text.strip().lower() in ("none", "null"):
+        return None
+    return _seconds(text, MAX_RETENTION)
+
+
 def _parse_poll_interval(text: str) -> SettingValue:
     return _seconds(text, MAX_POLL_INTERVAL)
 
@@ -155,6 +162,11 @@ class Settings(Record):
     )
     output_limit: int = field(
         default=65536, parse=_parse_output_limit, help="bytes of stdout and of stderr kept per attempt"
+    )
+    retention: float | None = field(
+        default=7 * 86400.0,
+        parse=_parse_retention,
+        help="workers delete completed and cancelled jobs finished longer ago; none: keep them",
     )
 
     @classmethod

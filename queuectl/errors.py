@@ -6,6 +6,7 @@ One root, so callers can catch everything of ours with one clause::
     ├── InvalidInput (ValueError)   exit 2   bad JSON, field, duration, timestamp
     │   └── InvalidSetting          exit 2   unknown config key or bad value
     ├── JobNotFound (LookupError)   exit 1
+    ├── AmbiguousId (LookupError)   exit 1   a short id that more than one job's id starts with
     ├── DuplicateJob                exit 1
     ├── JobStateConflict            exit 1   e.g. `dlq retry` of a job that is not dead
     ├── WorkerFailed                exit 1   a worker's upkeep failed: it put its jobs back, stopped
@@ -42,6 +43,16 @@ class InvalidSetting(InvalidInput):
 
 class JobNotFound(QueueError, LookupError):
     """No such job."""
+
+
+class AmbiguousId(QueueError, LookupError):
+    """More than one job's id starts with this prefix."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        self.prefix = prefix
+        self.matches = matches
+        shown = ", ".join(matches)
+        super().__init__(f"job id {prefix!r} is ambiguous: it starts {shown}")
 
 
 class DuplicateJob(QueueError):

@@ -17,6 +17,7 @@ class JobState(str, enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
     def __str__(self) -> str:
         return self.value
@@ -27,7 +28,35 @@ WAITING_STATES: frozenset[JobState] = frozenset({JobState.PENDING, JobState.FAIL
 #: States that still have work ahead (what ``worker start --drain`` waits for).
 UNFINISHED_STATES: frozenset[JobState] = WAITING_STATES | {JobState.PROCESSING}
 #: States a job never leaves by itself.
-FINAL_STATES: frozenset[JobState] = frozenset({JobState.COMPLETED, JobState.DEAD})
+FINAL_STATES: frozenset[JobState] = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
+#: States ``retry`` takes a job back from.
+RETRYABLE_STATES: frozenset[JobState] = FINAL_STATES
+
+
+class AttemptOutcome(str, enum.Enum):
+    """How one attempt ended, as ``history`` shows it."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed out"
+    NOT_STARTED = "could not start"
+    LOST = "lost"  # its worker was lost; another took the job back after the lease
+    STOPPED = "stopped"  # its worker was asked to stop and put the job back: not counted in attempts
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def of(cls, error: str | None) -> AttemptOutcome:
+        """The outcome of an attempt that ended by itself with ``error`` (``RunResult.error``)."""
+        if error is None:
+            return cls.COMPLETED
+        if error.startswith("timed out"):
+            return cls.TIMED_OUT
+        if error.startswith("could not start"):
+            return cls.NOT_STARTED
+        return cls.FAILED
 
 
 class Unset(enum.Enum):
@@ -69,6 +98,48 @@ class NewJob(Record):
     max_retries: int | Unset = field(default=UNSET, setting="max_retries")
     run_at: datetime | None = None
     delay: float | None = field(default=None, input_only=True)
+    cwd: str | None = None
+    env: dict[str, str] | None = field(default=None, json=True)
+
+
+@record
+class AttemptRecord(Record):
+    """One entry of a job's ``history``: one attempt, however it ended.
+
+    Stores keep it as a JSON object of these keys (``to_dict``; ``from_dict`` reads it back).
+    """
+
+    worker: str | None
+    host: str | None
+    pid: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    outcome: AttemptOutcome
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: _json_value(getattr(self, name)) for name in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttemptRecord:
+        return cls(
+            worker=data.get("worker"),
+            host=data.get("host"),
+            pid=data.get("pid"),
+            started_at=parse_isoformat(data.get("started_at")),
+            finished_at=parse_isoformat(data.get("finished_at")),
+            exit_code=data.get("exit_code"),
+            outcome=AttemptOutcome(data["outcome"]),
+            error=data.get("error"),
+        )
+
+
+def parse_isoformat(text: str | None) -> datetime | None:
+    """The inverse of ``isoformat``."""
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @record
@@ -87,6 +158,8 @@ class Job(Record):
     priority: int
     timeout: float | None
     max_retries: int
+    cwd: str | None = None
+    env: dict[str, str] | None = field(default=None, json=True)
     run_at: datetime
     state: JobState
     attempts: int
@@ -96,6 +169,9 @@ class Job(Record):
     finished_at: datetime | None = None
     exit_code: int | None = None
     last_error: str | None = None
+    progress: str | None = None
+    schedule: str | None = None
+    history: tuple[AttemptRecord, ...] = field(default=(), detail=True, json=True)
     stdout: bytes = field(default=b"", detail=True)
     stderr: bytes = field(default=b"", detail=True)
 
@@ -106,6 +182,10 @@ class Job(Record):
 
 
 def _json_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_json_value(item) for item in value]
+    if isinstance(value, Record):
+        return value.to_dict()  # type: ignore[attr-defined]
     if isinstance(value, datetime):
         return isoformat(value)
     if isinstance(value, enum.Enum):
@@ -155,9 +235,11 @@ class AttemptResult(Protocol):
     @property
     def finished_at(self) -> datetime: ...
     @property
-    def stdout(self) -> bytes: ...
+    def stdout(self) -> bytes: ...  # what is kept: head and tail (``queuectl.output``)
     @property
     def stderr(self) -> bytes: ...
+    @property
+    def pid(self) -> int | None: ...
 
 
 @record
@@ -170,13 +252,15 @@ class EndedAttempt(Record):
     finished_at: datetime
     stdout: bytes = b""
     stderr: bytes = b""
+    pid: int | None = None
 
 
 @record
 class Decision(Record):
     """What the retry policy decided after an attempt (``queuectl.retry.decide``).
 
-    ``state`` is ``completed``, ``failed`` (retried ``retry_in`` seconds from now) or ``dead``.
+    ``state`` is ``completed``, ``failed`` (retried ``retry_in`` seconds from now) or ``dead``;
+    ``cancelled`` records the attempt of a job cancelled while it ran (its state stays).
     """
 
     state: JobState
@@ -184,18 +268,26 @@ class Decision(Record):
 
 
 class Outcome(Record):
-    """What to record when an attempt ends: the retry policy's decision and the attempt's result.
+    """What to record when an attempt ends: the policy's decision, the attempt's result, and
+    its ``history`` entry (``attempt``).
 
-    The policy decides; the store only writes. The worker pairs the two with ``Outcome.of``,
+    The policy decides; the store only writes. The worker pairs them with ``Outcome.of``,
     without copying the result; the keyword form takes plain values (``state=``, ``exit_code=``,
-    ``error=``, ``started_at=``, ``finished_at=``, ``stdout=``, ``stderr=``, ``retry_in=``).
-    Either way the store reads the same attributes.
+    ``error=``, ``started_at=``, ``finished_at=``, ``stdout=``, ``stderr=``, ``retry_in=``,
+    ``worker=``, ``host=``, ``pid=``, ``outcome=``). Either way the store reads the same attributes.
+
+    A ``cancelled`` outcome is written only while the job is ``cancelled`` and still held by the
+    claim: it appends ``attempt`` to the history and frees the job, which stays cancelled.
+    ``streamed`` says the attempt wrote live output chunks, which the store then drops (it
+    costs nothing to a job that ended before its first flush).
     """
 
-    __slots__ = ("decision", "result")
+    __slots__ = ("attempt", "decision", "result", "streamed")
 
     decision: Decision
     result: AttemptResult
+    attempt: AttemptRecord
+    streamed: bool
 
     def __init__(
         self,
@@ -208,28 +300,43 @@ class Outcome(Record):
         stdout: bytes = b"",
         stderr: bytes = b"",
         retry_in: float = 0.0,
+        worker: str | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+        outcome: AttemptOutcome | None = None,
+        streamed: bool = False,
     ) -> None:
-        set_field(self, "decision", Decision(state=state, retry_in=retry_in))
-        set_field(
-            self,
-            "result",
-            EndedAttempt(
-                exit_code=exit_code,
-                error=error,
-                started_at=started_at,
-                finished_at=finished_at,
-                stdout=stdout,
-                stderr=stderr,
-            ),
+        result = EndedAttempt(
+            exit_code=exit_code,
+            error=error,
+            started_at=started_at,
+            finished_at=finished_at,
+            stdout=stdout,
+            stderr=stderr,
+            pid=pid,
         )
+        decision = Decision(state=state, retry_in=retry_in)
+        _fill_outcome(self, decision, result, worker, host, outcome, streamed)
 
     @classmethod
-    def of(cls, decision: Decision, result: AttemptResult) -> Outcome:
-        """The outcome of an attempt that ended with ``result``: both kept as they are."""
-        outcome = object.__new__(cls)
-        set_field(outcome, "decision", decision)
-        set_field(outcome, "result", result)
-        return outcome
+    def of(
+        cls,
+        decision: Decision,
+        result: AttemptResult,
+        *,
+        worker: str | None = None,
+        host: str | None = None,
+        outcome: AttemptOutcome | None = None,
+        streamed: bool = False,
+    ) -> Outcome:
+        """The outcome of an attempt that ended with ``result``, run by ``worker`` on ``host``.
+
+        ``outcome`` is the history's word for it; by default it follows from ``result.error``
+        (``AttemptOutcome.of``), or is ``cancelled`` when ``decision`` is.
+        """
+        made = object.__new__(cls)
+        _fill_outcome(made, decision, result, worker, host, outcome, streamed)
+        return made
 
     @property
     def state(self) -> JobState:
@@ -262,6 +369,62 @@ class Outcome(Record):
     @property
     def stderr(self) -> bytes:
         return self.result.stderr
+
+
+def _fill_outcome(
+    made: Outcome,
+    decision: Decision,
+    result: AttemptResult,
+    worker: str | None,
+    host: str | None,
+    outcome: AttemptOutcome | None,
+    streamed: bool,
+) -> None:
+    if outcome is None:
+        cancelled = decision.state is JobState.CANCELLED
+        outcome = AttemptOutcome.CANCELLED if cancelled else AttemptOutcome.of(result.error)
+    attempt = AttemptRecord(
+        worker=worker,
+        host=host,
+        pid=result.pid,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        exit_code=result.exit_code,
+        outcome=outcome,
+        error=result.error,
+    )
+    set_field(made, "decision", decision)
+    set_field(made, "result", result)
+    set_field(made, "attempt", attempt)
+    set_field(made, "streamed", streamed)
+
+
+@record
+class OutputChunk(Record):
+    """A piece of a running attempt's output, as followers read it (``Store.live_output``).
+
+    ``stream`` is 1 (stdout) or 2 (stderr); ``offset`` is where ``data`` starts in that stream
+    of the attempt, so a follower can tell what it missed. ``seq`` orders chunks store-wide.
+    """
+
+    seq: int
+    stream: int
+    offset: int
+    data: bytes
+
+
+@record
+class LiveOutput(Record):
+    """What a follower reads of a job in one go (``Store.live_output``).
+
+    ``job`` without its detail fields; ``entries`` is how many history entries the job has had
+    in all (the running attempt's entry will be number ``entries + 1``); ``chunks`` are the
+    running attempt's, after the ``seq`` asked for, in order (empty when none runs).
+    """
+
+    job: Job
+    entries: int
+    chunks: tuple[OutputChunk, ...]
 
 
 @record

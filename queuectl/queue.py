@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +25,18 @@ from queuectl.config import (
     stored_text,
 )
 from queuectl.enqueue import JobInput, check, resolve, unresolved
+from queuectl.errors import AmbiguousId, JobNotFound
 from queuectl.models import FINAL_STATES, Job, JobState, QueueStatus, WorkerInfo
 from queuectl.storage import Store, open_store
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from queuectl.follow import FollowEvent
     from queuectl.worker import WorkerPool
+
+#: The shortest prefix of a job id taken for the id (as git takes commit ids).
+MIN_ID_PREFIX = 6
 
 __all__ = ("JobInput", "Queue")
 
@@ -36,6 +44,8 @@ __all__ = ("JobInput", "Queue")
 #: most one poll interval): a read per enqueue would cost a third of an embedded enqueue, and
 #: settings reach running workers within a poll interval, so they reach enqueuers as fast.
 SETTINGS_MAX_AGE = 1.0
+#: A ``seq`` past every chunk: ``live_output`` asked only for the job and its entry count.
+_NO_CHUNKS = 2**62
 
 
 class Queue:
@@ -110,6 +120,24 @@ class Queue:
         """One job with its output; ``JobNotFound`` if there is none."""
         return await self.store.get_job(job_id)
 
+    async def resolve_id(self, text: str) -> str:
+        """The id of the job ``text`` names: an exact id wins, else a unique prefix of at least
+        ``MIN_ID_PREFIX`` characters. ``JobNotFound``; ``AmbiguousId`` listing the matches."""
+        matches = await self.store.ids_with_prefix(text, limit=10)
+        if text in matches or len(text) < MIN_ID_PREFIX:
+            if text in matches:
+                return text
+            raise JobNotFound(f"no job with id {text!r}")
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise JobNotFound(f"no job with id {text!r}")
+        raise AmbiguousId(text, matches)
+
+    async def resolve_ids(self, texts: Sequence[str]) -> list[str]:
+        """``resolve_id`` of each, in order."""
+        return [await self.resolve_id(text) for text in texts]
+
     async def list_jobs(
         self,
         *,
@@ -127,7 +155,7 @@ class Queue:
         return await self.store.count_matching(state=state, queue=queue)
 
     async def wait_for(self, job_id: str, *, timeout: float | None = None, poll: float = 0.05) -> Job:
-        """Wait until the job is ``completed`` or ``dead``; return it.
+        """Wait until the job is final (``completed``, ``dead`` or ``cancelled``); return it.
 
         Raises ``TimeoutError`` after ``timeout`` seconds.
         """
@@ -145,6 +173,69 @@ class Queue:
         workers = await self.store.list_workers(stale_after=settings.lease)
         next_run = await self.store.earliest_run_at()
         return QueueStatus(jobs=counts, workers=len(workers), next_run_at=next_run)
+
+    # --- operating jobs --------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel an unfinished job (a running one's worker kills it); return it.
+
+        ``JobNotFound``; ``JobStateConflict`` for a job already final.
+        """
+        return await self.store.cancel_job(job_id)
+
+    async def cancel_matching(
+        self, *, state: Sequence[JobState] = (), queue: Sequence[str] = ()
+    ) -> list[Job]:
+        """Cancel every unfinished job in these states and queues (empty: any); return them."""
+        return await self.store.cancel_matching(state=state, queue=queue)
+
+    async def retry(self, job_id: str) -> Job:
+        """A completed, dead or cancelled job back to ``pending`` with ``attempts`` 0 (history kept).
+
+        ``JobNotFound``; ``JobStateConflict`` for a job in another state.
+        """
+        return await self.store.retry_job(job_id)
+
+    async def retry_matching(
+        self, *, state: Sequence[JobState] = (), queue: Sequence[str] = ()
+    ) -> list[Job]:
+        """``retry`` every final job in these states (empty: all final ones) and queues."""
+        return await self.store.retry_matching(state=state, queue=queue)
+
+    async def purge(
+        self,
+        *,
+        state: Sequence[JobState] = (),
+        queue: Sequence[str] = (),
+        older_than: float | None = None,
+    ) -> int:
+        """Delete final jobs (default: completed and cancelled ones) of these queues finished
+        more than ``older_than`` seconds ago (None: any age), in short batches; return how many."""
+        from queuectl.purging import RETAINED_STATES, purge
+
+        now = None if self._clock is None else datetime.fromtimestamp(self._clock(), UTC)
+        states = list(state) or list(RETAINED_STATES)
+        return await purge(self.store, states=states, queues=queue, older_than=older_than, now=now)
+
+    async def attempt_output(self, job_id: str, number: int) -> tuple[bytes, bytes]:
+        """stdout and stderr of the ``number``th entry of the job's ``history`` (1 = the first).
+
+        ``JobNotFound``; ``IndexError`` for a number the history does not have.
+        """
+        job = await self.store.get_job(job_id)
+        if not 1 <= number <= len(job.history):
+            raise IndexError(number)
+        entries = (await self.store.live_output(job_id, after=_NO_CHUNKS)).entries
+        return await self.store.attempt_output(job_id, entries - len(job.history) + number)
+
+    def follow(self, job_id: str) -> AsyncIterator[FollowEvent]:
+        """The job's output as it is written, across attempts, until the job is final.
+
+        ``async for event in queue.follow(job_id)``: see ``queuectl.follow.FollowEvent``.
+        """
+        from queuectl.follow import follow
+
+        return follow(self.store, job_id)
 
     # --- dead-letter queue ----------------------------------------------------------------
 

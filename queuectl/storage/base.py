@@ -16,8 +16,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+#: How many history entries a job keeps (the latest).
+HISTORY_LIMIT = 100
+
 from queuectl.config import Settings
-from queuectl.models import Claim, Job, JobState, NewJob, Outcome, WorkerInfo
+from queuectl.models import (
+    AttemptRecord,
+    Claim,
+    Job,
+    JobState,
+    LiveOutput,
+    NewJob,
+    Outcome,
+    WorkerInfo,
+)
 
 
 class Store(Protocol):
@@ -39,7 +51,13 @@ class Store(Protocol):
         """
 
     async def get_job(self, job_id: str) -> Job:
-        """The job with its output tails; ``JobNotFound`` if there is none."""
+        """The job with its history and latest output; ``JobNotFound`` if there is none."""
+
+    async def ids_with_prefix(self, prefix: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` job ids that start with ``prefix`` (case-sensitive), in id order.
+
+        An index range scan (``id >= prefix AND id < prefix + U+10FFFF``), never a full scan.
+        """
 
     async def list_jobs(
         self,
@@ -89,8 +107,14 @@ class Store(Protocol):
     async def finish(self, claim: Claim, outcome: Outcome) -> bool:
         """Record how an attempt ended, if ``claim`` still holds the job.
 
-        ``failed`` sets ``run_at`` to now + ``outcome.retry_in``. Returns ``False``
-        (and writes nothing) when the claim was lost.
+        ``failed`` sets ``run_at`` to now + ``outcome.retry_in``. Appends ``outcome.attempt`` to
+        ``history`` (the latest ``HISTORY_LIMIT`` kept) and keeps ``outcome.stdout``/``stderr`` as
+        that entry's output; the previous entry's output moves to the outputs of earlier
+        attempts (``attempt_output``) in the same transaction, and only if it has some. When
+        ``outcome.streamed``, drops the job's live output chunks. The job must be
+        ``processing``; for a ``cancelled`` outcome it must be ``cancelled`` (still held by
+        ``claim``): then only the history, the output, ``finished_at`` and the claim change.
+        Returns ``False`` (and writes nothing) when the claim was lost.
         """
 
     async def finish_and_claim(
@@ -109,14 +133,92 @@ class Store(Protocol):
         the two calls. Returns what ``finish`` and ``claim`` would.
         """
 
-    async def release(self, claim: Claim) -> bool:
-        """Put a job back to ``pending`` without counting the attempt (shutdown)."""
+    async def release(self, claim: Claim, attempt: AttemptRecord) -> bool:
+        """Put a job back to ``pending`` without counting the attempt (shutdown).
+
+        ``attempt`` (outcome ``stopped``) joins the history. A job cancelled meanwhile stays
+        ``cancelled`` and is freed the same way. Drops its live output chunks.
+        """
 
     async def lapsed_claims(self) -> list[Claim]:
-        """Processing jobs whose lease has expired (their worker was lost).
+        """Held jobs whose lease has expired (their worker was lost): ``processing`` ones, and
+        ``cancelled`` ones whose worker never recorded the cancelled attempt.
 
         Nothing is changed: the caller decides their fate and records it with
         ``finish``, which only one caller can win.
+        """
+
+    async def cancelled_claims(self, tokens: Sequence[str]) -> set[str]:
+        """Of these claims' tokens, those whose job was cancelled (one indexed read)."""
+
+    # --- live output ------------------------------------------------------------------
+
+    async def append_output(
+        self,
+        claim: Claim,
+        chunks: Sequence[tuple[int, int, bytes]],
+        *,
+        progress: str | None,
+        keep: int,
+        lease: float,
+    ) -> bool:
+        """Add a running attempt's new output, as ``(stream, offset, data)`` chunks, for followers.
+
+        In one transaction, if ``claim`` still holds the job and it is ``processing``: insert
+        the chunks (tagged with the attempt's entry number, ``entries + 1``), set ``progress``
+        when it is not None, extend the lease by ``lease`` seconds (output is a sign of life),
+        and drop this attempt's chunks that end more than ``keep`` bytes before the end of
+        their stream. Wakes followers. Returns ``False`` (writing nothing) otherwise.
+        """
+
+    async def live_output(self, job_id: str, *, after: int) -> LiveOutput:
+        """The job (summary), how many history entries it has had, and the chunks of its
+        running attempt with ``seq`` > ``after``. ``JobNotFound`` if there is none."""
+
+    async def attempt_output(self, job_id: str, entry: int) -> tuple[bytes, bytes]:
+        """stdout and stderr kept for the job's history entry number ``entry`` (1 = the first
+        it ever had; with ``entries`` in all, the latest ``HISTORY_LIMIT`` are kept).
+        ``JobNotFound`` for no job; ``(b"", b"")`` for an entry with no output kept."""
+
+    # --- operating jobs ---------------------------------------------------------------
+
+    async def cancel_job(self, job_id: str) -> Job:
+        """Cancel one unfinished job in one conditional write; return it (summary).
+
+        ``pending``/``failed``: ``cancelled`` at once, unheld. ``processing``: ``cancelled``,
+        still held by its claim, so its worker sees it (``cancelled_claims``), kills the
+        command and records the attempt (``finish`` with a ``cancelled`` outcome). Sets
+        ``last_error`` to ``cancelled``. Wakes workers and waiters (NOTIFY on PostgreSQL).
+        ``JobNotFound``; ``JobStateConflict`` naming the state of a job already final.
+        """
+
+    async def cancel_matching(
+        self, *, state: Sequence[JobState], queue: Sequence[str]
+    ) -> list[Job]:
+        """Cancel every unfinished job in these states (empty: all unfinished ones) and queues
+        (empty: any), as ``cancel_job`` does each; return them. Non-final states only."""
+
+    async def retry_job(self, job_id: str) -> Job:
+        """A ``completed``, ``dead`` or ``cancelled`` job back to ``pending``, due now,
+        ``attempts`` 0, history kept. ``JobNotFound``; ``JobStateConflict`` for another state."""
+
+    async def retry_matching(self, *, state: Sequence[JobState], queue: Sequence[str]) -> list[Job]:
+        """``retry_job`` for every job in these final states and queues (empty: any); return them."""
+
+    async def purge_batch(
+        self,
+        *,
+        state: Sequence[JobState],
+        queue: Sequence[str],
+        finished_before: datetime | None,
+        limit: int,
+    ) -> int:
+        """Delete up to ``limit`` final jobs in these states (and queues; empty: any) whose
+        ``finished_at`` (else ``updated_at``) is before ``finished_before`` (None: any age),
+        with their outputs and chunks, in one short transaction; return how many.
+
+        ``queuectl.purging.purge`` calls it until it deletes fewer than ``limit``, so that no
+        transaction holds the write lock long.
         """
 
     async def has_unfinished(self, queues: Sequence[str] | None) -> bool:
