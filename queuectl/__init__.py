@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from queuectl.config import Settings
     from queuectl.errors import (
+        AmbiguousId,
         DuplicateJob,
         InvalidInput,
         InvalidSetting,
@@ -34,13 +35,18 @@ if TYPE_CHECKING:
         StoreUnavailable,
         WorkerFailed,
     )
-    from queuectl.models import Job, JobState, NewJob, QueueStatus, WorkerInfo
+    from queuectl.follow import FollowEvent
+    from queuectl.models import AttemptOutcome, AttemptRecord, Job, JobState, NewJob, QueueStatus, WorkerInfo
     from queuectl.queue import Queue
     from queuectl.storage import open_store
     from queuectl.worker import Mode, WorkerPool
 
 __all__ = (
+    "AmbiguousId",
+    "AttemptOutcome",
+    "AttemptRecord",
     "DuplicateJob",
+    "FollowEvent",
     "InvalidInput",
     "InvalidSetting",
     "Job",
@@ -68,6 +74,7 @@ __all__ = (
 _LAZY = {
     **dict.fromkeys(
         (
+            "AmbiguousId",
             "DuplicateJob",
             "InvalidInput",
             "InvalidSetting",
@@ -82,7 +89,11 @@ _LAZY = {
         ),
         "queuectl.errors",
     ),
-    **dict.fromkeys(("Job", "JobState", "NewJob", "QueueStatus", "WorkerInfo"), "queuectl.models"),
+    **dict.fromkeys(
+        ("AttemptOutcome", "AttemptRecord", "Job", "JobState", "NewJob", "QueueStatus", "WorkerInfo"),
+        "queuectl.models",
+    ),
+    "FollowEvent": "queuectl.follow",
     "Settings": "queuectl.config",
     "Queue": "queuectl.queue",
     "WorkerPool": "queuectl.worker",

@@ -9,9 +9,10 @@ whose message names the field and what would be right.
 from __future__ import annotations
 
 import math
+import os
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import MAXYEAR, MINYEAR, UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -27,6 +28,12 @@ PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 MAX_RETRIES_MAX = 1_000_000
 MAX_TIMEOUT = 1e9
 MAX_DURATION = 100 * 365.25 * 86400  # 100 years: anything longer is surely a mistake
+#: Linux's PATH_MAX counts the terminating NUL: no longer path can be a working directory.
+MAX_CWD_BYTES = 4095
+MAX_ENV_ENTRIES = 100
+#: Each ``NAME=VALUE`` string of a process's environment is limited as one argv string is.
+MAX_ENV_ENTRY_BYTES = MAX_COMMAND_BYTES
+ENV_NAME_RULE = "letters, digits and _, not starting with a digit"
 
 _GREGORIAN_CYCLE = timedelta(days=146_097)  # 400 years: a whole number of weeks
 # Patterns, not compiled here: ``re`` compiles and caches each on its first use, so that
@@ -209,6 +216,63 @@ def check_delay(value: object) -> float:
     return check_duration(value, "delay")
 
 
+def check_cwd(value: object) -> str | None:
+    """An absolute directory path, kept as given (whether it exists is for the worker to find out:
+    another host may have it); ``None`` for the worker's own working directory."""
+    if value is None:
+        return None
+    text = _string(value, "cwd")
+    if "\0" in text:
+        raise InvalidInput("cwd must not contain a NUL character (\\u0000): no path can hold one")
+    if not text.startswith("/"):
+        raise InvalidInput(f"cwd must be an absolute path (starting with /), got {show(text)}")
+    size = len(text) if len(text) > MAX_CWD_BYTES else len(text.encode("utf-8"))
+    if size > MAX_CWD_BYTES:
+        raise InvalidInput(
+            f"cwd is {size} bytes, at most {MAX_CWD_BYTES} bytes (Linux's PATH_MAX) are allowed"
+        )
+    return text
+
+
+def check_env(value: object) -> dict[str, str] | None:
+    """Variables added to the command's environment: an object of up to ``MAX_ENV_ENTRIES``
+    strings by name; ``None`` for none. A new dict, in the order given."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f'env must be an object of strings, e.g. {{"NAME": "value"}}, got {show(value)}')
+    if len(value) > MAX_ENV_ENTRIES:
+        raise InvalidInput(f"env has {len(value)} entries, at most {MAX_ENV_ENTRIES} are allowed")
+    variables: dict[str, str] = {}
+    for name, text in value.items():
+        check_env_name(name)
+        label = f"env {clip(name)}"
+        if not isinstance(text, str):
+            raise InvalidInput(f"{label} must be a string, got {show(text)}")
+        _string(text, label)
+        if "\0" in text:
+            raise InvalidInput(f"{label} must not contain a NUL character (\\u0000)")
+        size = len(name) + 1 + (len(text) if len(text) > MAX_ENV_ENTRY_BYTES else len(text.encode("utf-8")))
+        if size > MAX_ENV_ENTRY_BYTES:
+            raise InvalidInput(
+                f"{label} is {size} bytes as NAME=VALUE, at most {MAX_ENV_ENTRY_BYTES} bytes are allowed"
+                " (Linux's MAX_ARG_STRLEN); put a long value in a file"
+            )
+        variables[name] = text
+    return variables
+
+
+def check_env_name(name: object) -> str:
+    """A variable name: ``[A-Za-z_][A-Za-z0-9_]*``, what every shell can use."""
+    if not isinstance(name, str):
+        raise InvalidInput(f"env names must be strings, got {show(name)}")
+    # ASCII letters, digits and _ without ``re``: isalnum() alone would take other scripts' letters.
+    valid = name.isascii() and name.replace("_", "a").isalnum() and not name[0].isdigit()
+    if not valid:
+        raise InvalidInput(f"env name {show(name)} is not valid: use {ENV_NAME_RULE}")
+    return name
+
+
 def _string(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"{field} must be a string, got {show(value)}")
@@ -277,6 +341,8 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_retries": check_max_retries,
     "run_at": check_run_at,
     "delay": check_delay,
+    "cwd": check_cwd,
+    "env": check_env,
 }
 if tuple(CHECKS) != INPUT_FIELDS:  # a new input field needs its check here
     raise RuntimeError(f"job_fields.CHECKS {tuple(CHECKS)} do not match NewJob's fields {INPUT_FIELDS}")
@@ -323,10 +389,14 @@ def job_from_options(
     max_retries: str | None = None,
     run_at: str | None = None,
     delay: str | None = None,
+    cwd: str | None = None,
+    env: tuple[str, ...] | str | None = None,
 ) -> NewJob:
     """A ``NewJob`` from ``enqueue --command ... --priority ...`` option strings.
 
     The strings are converted here (``_FROM_TEXT``), then checked by the same rules as JSON input.
+    A relative ``cwd`` is taken from the current directory; ``env`` is the ``NAME=VALUE`` texts
+    of ``--env`` (or one such text), each name at most once.
     """
     if run_at is not None and delay is not None:
         raise InvalidInput("give --run-at or --delay, not both")
@@ -339,13 +409,42 @@ def job_from_options(
         "max_retries": max_retries,
         "run_at": run_at,
         "delay": delay,
+        "cwd": cwd,
     }
-    values = {}
+    values: dict[str, Any] = {}
     for name, text in texts.items():  # in NewJob's order, as JSON input is checked
         if text is not None:
             values[name] = CHECKS[name](_FROM_TEXT[name](text, name) if name in _FROM_TEXT else text)
+    if env:
+        values["env"] = check_env(env_from_options((env,) if isinstance(env, str) else env))
     values.setdefault("id", new_id())
     return NewJob(**values)
+
+
+def env_from_options(texts: Sequence[str]) -> dict[str, str]:
+    """``{"NAME": "VALUE"}`` from ``--env NAME=VALUE`` texts (the value may hold ``=``)."""
+    variables: dict[str, str] = {}
+    for text in texts:
+        name, equals, value = text.partition("=")
+        if not equals:
+            raise InvalidInput(f"--env takes NAME=VALUE, got {show(text)}")
+        check_env_name(name)
+        if name in variables:
+            raise InvalidInput(f"--env {clip(name)} is given twice")
+        variables[name] = value
+    return variables
+
+
+def _absolute(text: str, field: str) -> str:
+    """A directory given on the command line, relative to the current one (as a shell takes it)."""
+    if not text or text.startswith("/") or "\0" in text:
+        return text  # the check refuses an empty path and a NUL in its own words
+    try:
+        return os.path.abspath(text)
+    except OSError as error:  # the current directory was deleted
+        raise InvalidInput(
+            f"cannot make --cwd {show(text)} absolute: {error.strerror}; give an absolute path"
+        ) from None
 
 
 def _whole(text: str, field: str) -> int:
@@ -369,4 +468,5 @@ _FROM_TEXT: dict[str, Callable[[str, str], object]] = {
     "priority": _whole,
     "timeout": _timeout_text,
     "max_retries": _whole,
+    "cwd": _absolute,
 }

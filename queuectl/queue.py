@@ -196,9 +196,7 @@ class Queue:
         """
         return await self.store.retry_job(job_id)
 
-    async def retry_matching(
-        self, *, state: Sequence[JobState] = (), queue: Sequence[str] = ()
-    ) -> list[Job]:
+    async def retry_matching(self, *, state: Sequence[JobState] = (), queue: Sequence[str] = ()) -> list[Job]:
         """``retry`` every final job in these states (empty: all final ones) and queues."""
         return await self.store.retry_matching(state=state, queue=queue)
 

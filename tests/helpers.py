@@ -130,10 +130,14 @@ JOB_KEYS = frozenset(
         "finished_at",
         "exit_code",
         "last_error",
+        "cwd",
+        "env",
+        "progress",
+        "schedule",
     }
 )
 WORKER_KEYS = frozenset({"id", "host", "pid", "started_at", "heartbeat_at", "running"})
-STATES = ("pending", "processing", "completed", "failed", "dead")
+STATES = ("pending", "processing", "completed", "failed", "dead", "cancelled")
 
 
 @dataclass(frozen=True)

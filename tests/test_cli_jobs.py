@@ -55,7 +55,14 @@ def test_status_counts_states_and_next_run(cli: Cli, cli_target: str) -> None:
     block_on(make_dead(cli_target, "gone"))
     block_on(make_completed(cli_target, "done"))
     data = ok(cli("status", "--json")).json()
-    assert data["jobs"] == {"pending": 2, "processing": 0, "completed": 1, "failed": 0, "dead": 1}
+    assert data["jobs"] == {
+        "pending": 2,
+        "processing": 0,
+        "completed": 1,
+        "failed": 0,
+        "dead": 1,
+        "cancelled": 0,
+    }
     assert data["workers"] == 0
     next_run = datetime.fromisoformat(data["next_run_at"])
     assert timedelta(minutes=59) < next_run - datetime.now(UTC) <= timedelta(hours=1)
@@ -203,7 +210,7 @@ def test_list_bad_options_exit_2(cli: Cli, cli_target: str, args: list[str], wor
 def test_show_json_has_every_field_and_the_output(cli: Cli, cli_target: str) -> None:
     block_on(make_dead(cli_target, "shown", command="echo hello; echo oops >&2; exit 1"))
     data = ok(cli("show", "shown", "--json")).json()
-    assert set(data) == JOB_KEYS | {"stdout", "stderr"}
+    assert set(data) == JOB_KEYS | {"stdout", "stderr", "history"}
     assert data["state"] == "dead"
     assert data["attempts"] == 1
     assert data["exit_code"] == 1
@@ -217,7 +224,7 @@ def test_show_lists_every_field(cli: Cli, cli_target: str) -> None:
     block_on(make_completed(cli_target, "shown", command="printf 'line one\\nline two\\n'"))
     result = ok(cli("show", "shown"))
     keys = {line.split()[0] for line in result.stdout.splitlines() if line and not line.startswith(" ")}
-    assert JOB_KEYS | {"stdout", "stderr"} <= keys
+    assert JOB_KEYS | {"stdout", "stderr", "history"} <= keys
     assert "line one\nline two\n" in result.stdout
     assert "completed" in result.stdout
 

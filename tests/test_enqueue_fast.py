@@ -53,14 +53,8 @@ DOCUMENTS = st.tuples(st.sampled_from(["", "\ufeff"]), st.lists(LINES, max_size=
 
 
 def is_plain(job: Any) -> bool:
-    return (job.queue, job.priority, job.timeout, job.max_retries, job.run_at, job.delay) == (
-        "default",
-        0,
-        UNSET,
-        UNSET,
-        None,
-        None,
-    )
+    fields = (job.queue, job.priority, job.timeout, job.max_retries, job.run_at, job.delay, job.cwd, job.env)
+    return fields == ("default", 0, UNSET, UNSET, None, None, None, None)
 
 
 def check_agrees(text: str) -> list[str] | None:
@@ -177,11 +171,21 @@ def test_bulk_path_stores_what_the_full_path_stores(
     assert [job.id for job in oldest_first] == plain_ids + full_ids  # in file order
 
     def fields(job: Job) -> tuple[Any, ...]:
-        return (job.command, job.queue, job.priority, job.timeout, job.max_retries, job.state, job.attempts)
+        return (
+            job.command,
+            job.queue,
+            job.priority,
+            job.timeout,
+            job.max_retries,
+            job.cwd,
+            job.env,
+            job.state,
+            job.attempts,
+        )
 
     by_plain = [fields(job) for job in oldest_first[: len(COMMANDS)]]
     by_full = [fields(job) for job in oldest_first[len(COMMANDS) :]]
     assert by_plain == by_full
-    assert by_plain[0][:5] == (COMMANDS[0], "default", 0, 5.0, 7)
+    assert by_plain[0][:7] == (COMMANDS[0], "default", 0, 5.0, 7, None, None)
     for job in oldest_first:
         assert job.run_at == job.created_at == job.updated_at

@@ -309,7 +309,15 @@ def check_new_store(path: Path, jobs: int) -> None:
         tables = sorted(
             row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         )
-        assert tables == ["jobs", "queuectl_schema", "settings", "workers"]
+        assert tables == [
+            "job_outputs",
+            "jobs",
+            "output_chunks",
+            "queuectl_schema",
+            "settings",
+            "sqlite_sequence",
+            "workers",
+        ]
         assert connection.execute("SELECT version FROM queuectl_schema").fetchall() == [(SCHEMA_VERSION,)]
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -226,6 +226,8 @@ def test_statements_follow_the_job_field_table() -> None:
         "priority": "integer[]",
         "timeout": "float8[]",
         "max_retries": "integer[]",
+        "cwd": "text[]",
+        "env": "text[]",  # JSON text
         "run_at": "timestamptz[]",
         "delay": "float8[]",
     }
@@ -559,7 +561,7 @@ async def test_finish_and_claim_after_a_lost_reply_reports_both_parts(
 async def test_the_relaxed_commit_of_results_ends_with_its_statement(postgres_target: str) -> None:
     import asyncpg
 
-    from queuectl.storage.postgres import sql
+    from queuectl.storage.postgres import results
 
     store = await PostgresStore.open(postgres_target)
     try:
@@ -570,8 +572,9 @@ async def test_the_relaxed_commit_of_results_ends_with_its_statement(postgres_ta
     connection = await asyncpg.connect(postgres_target)
     try:
         rows = await connection.fetch(
-            sql.FINISH_AND_CLAIM_ANY_QUEUE,
+            results.FINISH_AND_CLAIM_ANY_QUEUE,
             *(claim.job.id, claim.token, "completed", 0, None, None, datetime.now(UTC), b"", b"", 0.0, "c"),
+            *("w", "host", 1, None, datetime.now(UTC), 0, "completed", None),  # the history entry
             *("w", 60.0, 1, "prefix."),
         )
         assert rows[0]["finished"] == 1 and rows[0]["id"] == "b"

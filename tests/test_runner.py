@@ -1,4 +1,4 @@
-"""The runner: one shell command, its output tails, and its process group killed as a whole."""
+"""The runner: one shell command, the head and tail of its output, and its process group killed as a whole."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from queuectl.output import left_out_line
 from queuectl.worker.runner import RunResult, kill_process_group, run_command, use_fast_child_watcher
 
 DEADLINE = 10.0  # generous: the machine is shared, these bounds catch hangs, not slowness
@@ -115,26 +116,33 @@ async def test_killed_by_a_signal_is_named() -> None:
     assert (result.exit_code, result.error) == (None, "killed by signal 9 (SIGKILL)")
 
 
-async def test_output_keeps_only_the_tail_and_memory_stays_flat() -> None:
+async def test_output_keeps_the_head_and_the_tail_and_memory_stays_flat() -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = await run_command(
-        "head -c 100000000 /dev/zero | tr '\\0' a; printf END;"
+        "printf BEGIN; head -c 100000000 /dev/zero | tr '\\0' a; printf END;"
         "{ head -c 1000000 /dev/zero | tr '\\0' b; printf ERR; } >&2",
         timeout=60,
         output_limit=1000,
     )
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert result.exit_code == 0
-    assert result.stdout == b"a" * 997 + b"END"
-    assert result.stderr == b"b" * 997 + b"ERR"
+    assert result.stdout == (
+        b"BEGIN" + b"a" * 495 + b"\n[queuectl: 99999008 bytes left out]\n" + b"a" * 497 + b"END"
+    )
+    assert result.stderr == b"b" * 500 + b"\n[queuectl: 999003 bytes left out]\n" + b"b" * 497 + b"ERR"
     assert grown_kib < 50 * 1024
 
 
-async def test_small_writes_keep_the_exact_tail() -> None:
+async def test_small_writes_keep_the_exact_head_and_tail() -> None:
     count_to_2000 = "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo $i; done"
     result = await run_command(count_to_2000, timeout=None, output_limit=10)
     expected = "".join(f"{i}\n" for i in range(1, 2001)).encode()
-    assert result.stdout == expected[-10:]
+    assert result.stdout == expected[:5] + left_out_line(len(expected) - 10) + expected[-5:]
+
+
+async def test_output_within_the_limit_is_kept_whole() -> None:
+    result = await run_command("head -c 1000 /dev/zero | tr '\\0' a", timeout=None, output_limit=1000)
+    assert result.stdout == b"a" * 1000
 
 
 async def test_output_limit_zero_keeps_nothing() -> None:

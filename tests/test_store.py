@@ -13,7 +13,7 @@ import pytest
 from queuectl.config import Settings
 from queuectl.enqueue import check, resolve
 from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict
-from queuectl.models import Claim, JobState, NewJob, Outcome
+from queuectl.models import AttemptOutcome, AttemptRecord, Claim, JobState, NewJob, Outcome
 from queuectl.storage import Store, open_store
 
 LONG_LEASE = 300.0
@@ -36,6 +36,21 @@ def outcome(state: JobState, *, retry_in: float = 0.0, error: str | None = None)
         stdout=b"out\xff",
         stderr=b"err",
         retry_in=retry_in,
+    )
+
+
+def stopped(worker: str = "w1") -> AttemptRecord:
+    """The history entry of an attempt its worker was asked to stop (``release``)."""
+    now = datetime.now(UTC)
+    return AttemptRecord(
+        worker=worker,
+        host="host",
+        pid=None,
+        started_at=now,
+        finished_at=now,
+        exit_code=None,
+        outcome=AttemptOutcome.STOPPED,
+        error="stopped",
     )
 
 
@@ -260,7 +275,7 @@ async def test_a_late_writer_changes_nothing(store: Store) -> None:
     assert await store.finish(first, outcome(JobState.FAILED, error="worker lost"))
     second = await claim_one(store, worker_id="w2")
     assert await store.finish(first, outcome(JobState.COMPLETED)) is False
-    assert await store.release(first) is False
+    assert await store.release(first, stopped()) is False
     assert (await store.get_job("a")).state is JobState.PROCESSING
     assert await store.finish(second, outcome(JobState.COMPLETED))
     assert await store.finish(second, outcome(JobState.DEAD)) is False
@@ -287,9 +302,10 @@ async def test_renew_keeps_the_lease(store: Store) -> None:
 async def test_release_puts_the_job_back_without_counting(store: Store) -> None:
     await store.add_jobs([new("a")])
     claim = await claim_one(store)
-    assert await store.release(claim)
+    assert await store.release(claim, stopped())
     job = await store.get_job("a")
     assert job.state is JobState.PENDING and job.attempts == 0
+    assert [entry.outcome for entry in job.history] == [AttemptOutcome.STOPPED]
     assert (await claim_one(store)).job.attempts == 1
 
 

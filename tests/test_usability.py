@@ -113,6 +113,8 @@ _WORDS = [
     "--priority", "--timeout", "--max-retries", "--run-at", "--delay", "--all", "--help", "-", "--",
     "lease", "poll_interval", "max-retries", "default_timeout", "none", "5m", "1h30m", "-1", "0", "1e309",
     "pending", "dead", '{"command": "true"}', '{"command": 1}', "[]", "NaN", "2030-01-01T00:00:00Z",
+    "--cwd", "--env", "A=1", "1A=x", "rel/dir", "/tmp", '{"command": "true", "cwd": "x", "env": {"A": 1}}',
+    "cancelled", "aaaaaa",
 ]  # fmt: skip
 _ARGUMENT = st.one_of(
     st.sampled_from(_WORDS),

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -637,6 +638,95 @@ def test_a_long_list_of_errors_is_capped() -> None:
     assert "line 21:" not in message
 
 
+# --- cwd and env --------------------------------------------------------------------------
+
+
+def test_cwd_and_env_are_kept_as_given() -> None:
+    new = job(cwd="/srv/app/../app", env={"STAGE": "prod", "_x1": "", "EQ": "a=b", "NL": "two\nlines"})
+    assert new.cwd == "/srv/app/../app"  # a path is kept as written: the worker's host resolves it
+    assert new.env == {"STAGE": "prod", "_x1": "", "EQ": "a=b", "NL": "two\nlines"}
+    assert list(new.env) == ["STAGE", "_x1", "EQ", "NL"]
+
+
+def test_cwd_and_env_default_to_none() -> None:
+    new = job()
+    assert (new.cwd, new.env) == (None, None)
+    assert (job(cwd=None, env=None).cwd, job(env=None).env) == (None, None)
+    assert job(env={}).env == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("relative/dir", 'cwd must be an absolute path (starting with /), got "relative/dir"'),
+        ("", "cwd must be an absolute path"),
+        ("~/src", "cwd must be an absolute path"),
+        ("/tmp/a\0b", "cwd must not contain a NUL character"),
+        ("/\ud800", "lone surrogate"),
+        (3, "cwd must be a string, got 3"),
+        (["/tmp"], "cwd must be a string, got an array"),
+        ("/" + "x" * 4095, "cwd is 4096 bytes, at most 4095"),
+    ],
+)
+def test_cwd_rules(value: Any, fragment: str) -> None:
+    refused(lambda: job(cwd=value), fragment)
+
+
+def test_a_long_cwd_within_path_max_is_accepted() -> None:
+    assert job(cwd="/" + "x" * 4094).cwd == "/" + "x" * 4094
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (["A=1"], "env must be an object of strings"),
+        ("A=1", 'env must be an object of strings, e.g. {"NAME": "value"}, got "A=1"'),
+        ({"1A": "x"}, 'env name "1A" is not valid: use letters, digits and _, not starting with a digit'),
+        ({"": "x"}, 'env name "" is not valid'),
+        ({"A-B": "x"}, 'env name "A-B"'),
+        ({"A B": "x"}, 'env name "A B"'),
+        ({"A=B": "x"}, 'env name "A=B"'),
+        ({"ÄRGER": "x"}, "env name"),
+        ({"A": 1}, "env A must be a string, got 1"),
+        ({"A": None}, "env A must be a string, got null"),
+        ({"A": True}, "env A must be a string, got true"),
+        ({"A": "a\0b"}, "env A must not contain a NUL character"),
+        ({"A": "\udc80"}, "lone surrogate"),
+        ({"A": "x" * 131070}, "env A is 131072 bytes as NAME=VALUE, at most 131071"),
+        ({f"V{n}": "x" for n in range(101)}, "env has 101 entries, at most 100 are allowed"),
+    ],
+)
+def test_env_rules(value: Any, fragment: str) -> None:
+    refused(lambda: job(env=value), fragment)
+
+
+def test_env_of_100_entries_is_accepted() -> None:
+    variables = {f"V{n}": str(n) for n in range(100)}
+    assert job(env=variables).env == variables
+
+
+def test_env_names_that_are_not_strings_are_refused_from_embedders() -> None:
+    refused(lambda: validate_job({"command": "x", "env": {1: "x"}}), "env names must be strings, got 1")
+
+
+def test_a_new_job_with_cwd_and_env_is_checked_as_json_is() -> None:
+    from queuectl.enqueue import check
+
+    refused(lambda: check(NewJob(id="n", command="x", cwd="rel")), "cwd must be an absolute path")
+    refused(lambda: check(NewJob(id="n", command="x", env={"1": "x"})), 'env name "1"')
+    given = {"A": "1"}
+    fields = check(NewJob(id="n", command="x", cwd="/tmp", env=given))
+    assert fields["cwd"] == "/tmp" and fields["env"] == {"A": "1"}
+    assert fields["env"] is not given  # a copy: changing the caller's dict later changes nothing
+
+
+def test_cwd_and_env_in_documents() -> None:
+    text = '{"command": "a", "cwd": "/srv", "env": {"X": "1"}}\n{"command": "b", "env": {"2X": "1"}}\n'
+    refused(lambda: parse_jobs_document(text), 'line 2: env name "2X" is not valid')
+    (first,) = parse_jobs_document(text.splitlines()[0])
+    assert (first.cwd, first.env) == ("/srv", {"X": "1"})
+
+
 # --- command-line options ---------------------------------------------------------------
 
 
@@ -710,6 +800,37 @@ def test_options_refusals(options: dict[str, str], fragment: str) -> None:
     refused(lambda: job_from_options(command="x", **options), fragment)
 
 
+def test_options_cwd_is_made_absolute_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert job_from_options(command="x", cwd="sub/dir").cwd == str(tmp_path / "sub" / "dir")
+    assert job_from_options(command="x", cwd=".").cwd == str(tmp_path)
+    assert job_from_options(command="x", cwd="/abs/../path").cwd == "/abs/../path"  # given absolute: as is
+    refused(lambda: job_from_options(command="x", cwd=""), "cwd must be an absolute path")
+
+
+def test_options_env() -> None:
+    new = job_from_options(command="x", env=("A=1", "B=x=y", "EMPTY="))
+    assert new.env == {"A": "1", "B": "x=y", "EMPTY": ""}
+    assert job_from_options(command="x").env is None
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        (("A",), '--env takes NAME=VALUE, got "A"'),
+        (("=x",), 'env name "" is not valid'),
+        (("1A=x",), 'env name "1A" is not valid'),
+        (("A=1", "A=2"), "--env A is given twice"),
+        (("A=a\0b",), "env A must not contain a NUL character"),
+        (tuple(f"V{n}=x" for n in range(101)), "env has 101 entries"),
+    ],
+)
+def test_options_env_refusals(env: tuple[str, ...], fragment: str) -> None:
+    refused(lambda: job_from_options(command="x", env=env), fragment)
+
+
 def test_options_command_rules_match_json() -> None:
     from_options = refused(lambda: job_from_options(command=" "))
     from_json = refused(lambda: validate_job({"command": " "}))
@@ -754,6 +875,15 @@ job_objects = st.fixed_dictionaries(
         "priority": mostly(st.integers(-(2**32), 2**32)),
         "timeout": mostly(st.none() | st.floats(-1, 2e9) | st.integers(-1, 2 * 10**9)),
         "max_retries": mostly(st.integers(-1, 2_000_000)),
+        "cwd": mostly(st.none() | st.text(max_size=12).map(lambda text: "/" + text) | st.text(max_size=12)),
+        "env": mostly(
+            st.none()
+            | st.dictionaries(
+                st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,6}", fullmatch=True) | st.text(max_size=6),
+                st.text(max_size=8) | json_scalars,
+                max_size=4,
+            )
+        ),
         # run_at and delay exclude each other: offer one of them most of the time.
         "schedule": st.one_of(
             st.fixed_dictionaries({"run_at": mostly(timestamps)}),
@@ -793,6 +923,8 @@ def assert_matches(data: dict[str, Any], new: NewJob) -> None:
     else:
         assert new.run_at is None
     assert new.delay == (parse_duration(data["delay"]) if "delay" in data else None)
+    assert new.cwd == data.get("cwd")
+    assert new.env == data.get("env")
 
 
 @settings(database=None, deadline=None, max_examples=150)

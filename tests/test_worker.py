@@ -91,12 +91,13 @@ async def test_background_grandchild_holding_stdout_does_not_hang_the_job(queue:
     assert time.monotonic() - started < 30  # a hang bound, not a timing
 
 
-async def test_output_keeps_only_the_tail(queue: Queue) -> None:
+async def test_output_keeps_the_head_and_the_tail(queue: Queue) -> None:
     await queue.set_setting("output_limit", "1000")
-    job = await queue.enqueue(command="head -c 5000000 /dev/zero | tr '\\0' a; printf END")
+    job = await queue.enqueue(command="printf BEGIN; head -c 5000000 /dev/zero | tr '\\0' a; printf END")
     await drain(queue)
     done = await queue.get(job.id)
-    assert len(done.stdout) == 1000 and done.stdout.endswith(b"aaaEND")
+    line = b"\n[queuectl: 4999008 bytes left out]\n"
+    assert done.stdout == b"BEGIN" + b"a" * 495 + line + b"a" * 497 + b"END"
 
 
 async def test_priority_order_with_one_worker(queue: Queue, tmp_path: Path) -> None:

@@ -30,14 +30,20 @@ PROG = "queuectl"
 #: Each command's module is imported only when that command runs: `queuectl enqueue`
 #: is a short-lived process, and importing every command would double its start-up.
 _COMMANDS = {
+    "cancel": ("queuectl.cli.operate", "cancel"),
+    "completion": ("queuectl.cli.completion", "completion"),
     "config": ("queuectl.cli.settings", "config"),
     "dlq": ("queuectl.cli.dlq", "dlq"),
     "enqueue": ("queuectl.cli.enqueue", "enqueue"),
     "enqueue-file": ("queuectl.cli.enqueue", "enqueue_file"),
     "list": ("queuectl.cli.jobs", "list_jobs"),
-    "logs": ("queuectl.cli.jobs", "logs"),
+    "logs": ("queuectl.cli.follow", "logs"),
+    "purge": ("queuectl.cli.operate", "purge"),
+    "retry": ("queuectl.cli.operate", "retry"),
+    "run": ("queuectl.cli.waiting", "run"),
     "show": ("queuectl.cli.jobs", "show"),
     "status": ("queuectl.cli.jobs", "status"),
+    "wait": ("queuectl.cli.waiting", "wait"),
     "worker": ("queuectl.cli.workers", "worker"),
 }
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from queuectl.cli import render
-from queuectl.cli.jobs import limit_option, page_of_jobs
+from queuectl.cli.jobs import limit_option, listed_jobs
 from queuectl.cli.run import examples, json_option, with_queue
 from queuectl.models import JobState
+
+if TYPE_CHECKING:
+    from queuectl.models import Job
+    from queuectl.queue import Queue
 
 
 @click.group("dlq")
@@ -20,8 +26,11 @@ def dlq() -> None:
 @json_option
 def dlq_list(limit: int, as_json: bool) -> None:
     """Dead jobs, newest first (the same as `list --state dead`)."""
-    jobs, total = with_queue(lambda q: page_of_jobs(q, states=[JobState.DEAD], limit=limit))
-    render.jobs(jobs, as_json=as_json, empty="the dead-letter queue is empty", total=total)
+    terminal = not as_json and render.stdout_is_terminal()
+    jobs, total, shown = with_queue(
+        lambda q: listed_jobs(q, states=[JobState.DEAD], limit=limit, terminal=terminal)
+    )
+    render.jobs(jobs, as_json=as_json, empty="the dead-letter queue is empty", total=total, short_ids=shown)
 
 
 @dlq.command(
@@ -34,7 +43,8 @@ def dlq_list(limit: int, as_json: bool) -> None:
 def dlq_retry(job_ids: tuple[str, ...], retry_all: bool, as_json: bool) -> None:
     """Put dead jobs back to pending with attempts 0; print their ids.
 
-    All or nothing: if any ID is unknown or not dead, no job changes.
+    All or nothing: if any ID is unknown or not dead, no job changes. An ID may be
+    a prefix of at least 6 characters that no other id starts with.
     """
     if retry_all and job_ids:
         raise click.UsageError("give job ids or --all, not both")
@@ -45,6 +55,10 @@ def dlq_retry(job_ids: tuple[str, ...], retry_all: bool, as_json: bool) -> None:
         if not jobs and not as_json:
             render.note("the dead-letter queue is empty")
     else:
-        ids = list(dict.fromkeys(job_ids))
-        jobs = with_queue(lambda q: q.retry_dead(ids))
+
+        async def retry(queue: Queue) -> list[Job]:
+            ids = await queue.resolve_ids(list(dict.fromkeys(job_ids)))
+            return await queue.retry_dead(list(dict.fromkeys(ids)))
+
+        jobs = with_queue(retry)
     render.ids(jobs, as_json=as_json)

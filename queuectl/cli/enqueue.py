@@ -23,6 +23,7 @@ HINT_WIDTH = 60
     epilog=examples(
         "queuectl enqueue -c 'make test' --priority 5",
         "queuectl enqueue -c backup.sh --queue nightly --timeout 1h --delay 10m",
+        "queuectl enqueue -c 'make deploy' --cwd ~/src/app --env STAGE=prod",
         """queuectl enqueue '{"command": "make test", "priority": 5}'""",
     ),
 )
@@ -39,6 +40,19 @@ HINT_WIDTH = 60
 @click.option("--max-retries", metavar="INT", help="Retries after the first attempt [default: config].")
 @click.option("--run-at", metavar="TIME", help="ISO-8601 time not to run before (naive = local time).")
 @click.option("--delay", metavar="DURATION", help="Run after a delay: 30, 30s, 5m, 2h, 1d, 1h30m.")
+@click.option(
+    "--cwd",
+    metavar="DIR",
+    help="Directory to run the command in; a relative DIR is taken from the current directory"
+    " [default: the worker's]. Checked when the job runs (another host may have it).",
+)
+@click.option(
+    "--env",
+    "env",
+    metavar="NAME=VALUE",
+    multiple=True,
+    help="Add a variable to the command's environment (over the worker's); repeatable.",
+)
 @json_option
 def enqueue(
     job_json: str | None,
@@ -50,6 +64,8 @@ def enqueue(
     max_retries: str | None,
     run_at: str | None,
     delay: str | None,
+    cwd: str | None,
+    env: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Enqueue one job and print its id.
@@ -65,6 +81,8 @@ def enqueue(
         "--max-retries": max_retries,
         "--run-at": run_at,
         "--delay": delay,
+        "--cwd": cwd,
+        "--env": env or None,
     }
     given = [name for name, value in options.items() if value is not None]
     if job_json is not None:
@@ -93,6 +111,8 @@ def enqueue(
             max_retries=max_retries,
             run_at=run_at,
             delay=delay,
+            cwd=cwd,
+            env=env,
         )
     from queuectl.enqueue import enqueue_many
 

@@ -1,8 +1,7 @@
-"""Job commands that read: status, list, show, logs (``enqueue`` has its own module)."""
+"""Job commands that read: status, list, show (``enqueue`` and ``logs`` have their own modules)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -26,6 +25,11 @@ limit_option = click.option(
     help="Show at most this many jobs; 0 shows all.",
 )
 STATE_CHOICE = click.Choice([state.value for state in JobState])
+#: The most listed ids checked against the store's other ids (one index lookup each) when a
+#: terminal shows them short; past these, prefixes unique among the listed ones.
+STORE_CHECKED_IDS = 1000
+#: Lookups per id before it is shown whole.
+_PREFIX_TRIES = 4
 
 
 async def page_of_jobs(
@@ -39,6 +43,51 @@ async def page_of_jobs(
     if not limit or len(jobs) < limit:
         return jobs, len(jobs)
     return jobs, max(await queue.count_matching(state=states, queue=queues), len(jobs))
+
+
+async def short_ids(queue: Queue, ids: Sequence[str]) -> dict[str, str]:
+    """How a table on a terminal shows ``ids``: each cut to a prefix of at least 8 characters
+    that names only that job, among the listed ones and in the store (``Queue.resolve_id``
+    takes it back), or whole. One lookup per id, rarely more (when the store's ids clash)."""
+    from queuectl.cli import render
+
+    lengths = render.id_lengths(ids)
+    for job_id in list(lengths)[:STORE_CHECKED_IDS]:
+        length = lengths[job_id]
+        for _ in range(_PREFIX_TRIES):
+            if render.kept_whole(job_id, length):
+                break
+            found = await _named_by(queue, job_id[:length])
+            others = (render.common_prefix(job_id, other) for other in found if other != job_id)
+            shared = max(others, default=-1)
+            if shared < length:
+                break  # no other id starts with this prefix
+            length = shared + 1
+        else:
+            length = len(job_id)
+        lengths[job_id] = length
+    return render.shown_ids(lengths)
+
+
+async def _named_by(queue: Queue, prefix: str) -> list[str]:
+    """The ids ``prefix`` names (some of them, if many): what ``show PREFIX`` would find."""
+    from queuectl.errors import AmbiguousId, JobNotFound
+
+    try:
+        return [await queue.resolve_id(prefix)]
+    except AmbiguousId as error:
+        return list(error.matches)
+    except JobNotFound:  # the listed job was deleted meanwhile (purged): nothing to tell apart
+        return []
+
+
+async def listed_jobs(
+    queue: Queue, *, states: Sequence[JobState] = (), queues: Sequence[str] = (), limit: int, terminal: bool
+) -> tuple[list[Job], int, dict[str, str] | None]:
+    """``page_of_jobs``, and how a terminal shows their ids (``None``: not for a terminal)."""
+    jobs, total = await page_of_jobs(queue, states=states, queues=queues, limit=limit)
+    shown = await short_ids(queue, [job.id for job in jobs]) if terminal else None
+    return jobs, total, shown
 
 
 @click.command(
@@ -68,63 +117,28 @@ def status(as_json: bool) -> None:
 @json_option
 def list_jobs(states: tuple[str, ...], queues: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Jobs, newest first."""
-    job_states = [JobState(state) for state in dict.fromkeys(states)]
-    names = list(dict.fromkeys(queues))
-    jobs, total = with_queue(lambda q: page_of_jobs(q, states=job_states, queues=names, limit=limit))
     from queuectl.cli import render  # tables and JSON: only for commands that print them
 
-    render.jobs(jobs, as_json=as_json, total=total)
+    job_states = [JobState(state) for state in dict.fromkeys(states)]
+    names = list(dict.fromkeys(queues))
+    terminal = not as_json and render.stdout_is_terminal()
+    jobs, total, shown = with_queue(
+        lambda q: listed_jobs(q, states=job_states, queues=names, limit=limit, terminal=terminal)
+    )
+    render.jobs(jobs, as_json=as_json, total=total, short_ids=shown)
 
 
-@click.command("show", epilog=examples("queuectl show ID", "queuectl show ID --json"))
+@click.command("show", epilog=examples("queuectl show ID", "queuectl show 3f2a9c1d --json"))
 @click.argument("job_id", metavar="ID")
 @json_option
 def show(job_id: str, as_json: bool) -> None:
-    """One job: every field, and its latest attempt's output."""
+    """One job: every field, its attempts and its output.
+
+    ID is a job's id, or a prefix of at least 6 characters that no other id starts with.
+    """
     from queuectl.cli import render  # tables and JSON: only for commands that print them
 
-    render.job_details(with_queue(lambda q: q.get(job_id)), as_json=as_json)
+    async def get(queue: Queue) -> Job:
+        return await queue.get(await queue.resolve_id(job_id))
 
-
-@click.command("logs", epilog=examples("queuectl logs ID", "queuectl logs ID > out.txt 2> err.txt"))
-@click.argument("job_id", metavar="ID")
-@json_option
-def logs(job_id: str, as_json: bool) -> None:
-    """Print a job's output: stdout to stdout, stderr to stderr.
-
-    The output of the latest attempt, byte for byte. Only the tail is kept
-    (config `output_limit`, 64 KiB by default). With --json, prints
-    {"id", "stdout", "stderr"} as text, undecodable bytes replaced.
-    A job that has not run yet, or is running, prints nothing on stdout
-    and says so on stderr.
-    """
-    job = with_queue(lambda q: q.get(job_id))
-    if as_json:
-        from queuectl.cli import render  # tables and JSON: only for commands that print them
-
-        render.print_json(
-            {
-                "id": job.id,
-                "stdout": job.stdout.decode("utf-8", errors="replace"),
-                "stderr": job.stderr.decode("utf-8", errors="replace"),
-            }
-        )
-    else:
-        for stream, data in ((sys.stdout, job.stdout), (sys.stderr, job.stderr)):
-            stream.flush()
-            stream.buffer.write(data)
-            stream.buffer.flush()
-    notice = _logs_notice(job)
-    if notice is not None:
-        click.echo(f"queuectl: {notice}", err=True)
-
-
-def _logs_notice(job: Job) -> str | None:
-    """Why ``logs`` shows no output, or not the running attempt's; None when it shows that."""
-    ran = job.finished_at is not None  # an attempt ended and its output was kept
-    if job.state is JobState.PROCESSING:
-        shown = " (shown: its previous attempt's)" if ran else ""
-        return f"job {job.id} is running; its output appears when the attempt ends{shown}"
-    if not ran:
-        return f"job {job.id} has not run yet ({job.state.value})"
-    return None
+    render.job_details(with_queue(get), as_json=as_json)

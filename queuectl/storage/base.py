@@ -16,9 +16,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-#: How many history entries a job keeps (the latest).
-HISTORY_LIMIT = 100
-
 from queuectl.config import Settings
 from queuectl.models import (
     AttemptRecord,
@@ -30,6 +27,9 @@ from queuectl.models import (
     Outcome,
     WorkerInfo,
 )
+
+#: How many history entries a job keeps (the latest).
+HISTORY_LIMIT = 100
 
 
 class Store(Protocol):
@@ -192,9 +192,7 @@ class Store(Protocol):
         ``JobNotFound``; ``JobStateConflict`` naming the state of a job already final.
         """
 
-    async def cancel_matching(
-        self, *, state: Sequence[JobState], queue: Sequence[str]
-    ) -> list[Job]:
+    async def cancel_matching(self, *, state: Sequence[JobState], queue: Sequence[str]) -> list[Job]:
         """Cancel every unfinished job in these states (empty: all unfinished ones) and queues
         (empty: any), as ``cancel_job`` does each; return them. Non-final states only."""
 

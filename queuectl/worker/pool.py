@@ -4,8 +4,8 @@ One pool is one registered worker process (or one embedding application) that ru
 ``count`` jobs at a time. The pool owns the lifecycle: the dispatcher, which claims for free
 slots when nothing else does, the upkeep tasks, and the order in which all of it starts and
 stops. How many jobs to claim is decided in ``slots``; each job's task is in ``attempts``;
-heartbeats, leases, lost workers and stop requests are ``upkeep``'s; one command's process group
-is the ``runner``'s.
+heartbeats, leases, lost workers, cancelled jobs, stop requests and retention are ``upkeep``'s;
+one command's process group is the ``runner``'s.
 
 Upkeep is supervised. If it fails for any reason but a passing ``StoreError``, nobody renews this
 worker's leases any more: the pool claims nothing new, lets running jobs finish while their leases
@@ -19,7 +19,9 @@ import asyncio
 import enum
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -97,6 +99,7 @@ class WorkerPool:
         self.grace = grace
         self.worker_id = worker_id or new_worker_id()
         self.clock = clock
+        self.host = socket.gethostname()
         self.stats = PoolStats()
         self._slots = Slots(store, count=count, worker_id=self.worker_id, queues=self.queues)
         self._wake = asyncio.Event()  # a slot was freed, a stop was asked for, or upkeep failed
@@ -106,6 +109,8 @@ class WorkerPool:
             stats=self.stats,
             wake=self._wake,
             clock=None if clock is time.time else clock,  # None: the runner reads it faster itself
+            worker_id=self.worker_id,
+            host=self.host,
         )
         self._hard_stop = False
         self._announced_due: float | None = None  # the due time of the latest "next job due" line
@@ -184,7 +189,8 @@ class WorkerPool:
         """
         self._use_settings(await self.store.settings())
         self._attempts.base_env = dict(os.environb)  # jobs inherit the environment as the pool starts
-        await self.store.register_worker(worker_id=self.worker_id, host=socket.gethostname(), pid=os.getpid())
+        await self.store.register_worker(worker_id=self.worker_id, host=self.host, pid=os.getpid())
+        progress_dir = self._attempts.progress_dir = _progress_dir()
         upkeep = Upkeep(
             FAULTS.wrap(self.store) if FAULTS else self.store,
             worker_id=self.worker_id,
@@ -193,12 +199,16 @@ class WorkerPool:
             on_settings=self._use_settings,
             on_stop=self._stop_requested_by_store,
             clock=self.clock,
+            progress_dir=progress_dir,
         )
         self._supervised = [
             self._supervise(upkeep.run(), "upkeep"),
             self._supervise(upkeep.guard_leases(), "lease guard"),
+            self._supervise(upkeep.watch_jobs(), "job watch"),
+            self._supervise(upkeep.keep_retention(), "retention"),
         ]
         try:
+            await upkeep.purge_retained()
             await upkeep.recover_lapsed()
             await self._dispatch()
             await self._finish_running()
@@ -206,6 +216,10 @@ class WorkerPool:
             await self._end_supervised()
             await self._cancel_running()
             await self._unregister()
+            self._attempts.close()
+            self._attempts.progress_dir = None
+            if progress_dir is not None:
+                shutil.rmtree(progress_dir, ignore_errors=True)
             self._stopped.set()
         if self._failure is not None:
             name, exc = self._failure
@@ -362,3 +376,12 @@ class WorkerPool:
             await asyncio.shield(self.store.unregister_worker(self.worker_id))
         except StoreError as exc:
             logger.warning("could not unregister worker %s: %s", self.worker_id, exc)
+
+
+def _progress_dir() -> str | None:
+    """A directory of this pool's own for its commands' progress files (None: none could be made)."""
+    try:
+        return tempfile.mkdtemp(prefix="queuectl-progress-")
+    except OSError as exc:
+        logger.warning("no temporary directory for progress files, so no progress: %s", exc)
+        return None

@@ -1,13 +1,17 @@
 """Run one shell command as the leader of its own process group, and kill the group as a whole.
 
-The runner knows processes, not rows. It is the hot path of a worker, so it adds little to asyncio's own
-subprocess machinery: one protocol object keeps the output tails as data arrives (no reader tasks, no
-StreamReader), and the timeout and the SIGTERM-then-SIGKILL escalation are plain loop timers.
+The runner knows processes, not rows: of queuectl it imports only ``output``, the form kept output
+takes. It is the hot path of a worker, so it adds little to asyncio's own subprocess machinery: one
+protocol object keeps the head and the tail of each stream as data arrives (no reader tasks, no
+StreamReader), and the timeout, a stop asked for by the caller and the SIGTERM-then-SIGKILL
+escalation are plain loop timers and callbacks. What the caller does not ask for costs nothing:
+without ``on_output`` new data is not handed on, without ``stop`` no callback is registered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -17,6 +21,8 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from queuectl.output import head_size, join
 
 __all__ = ("RunResult", "kill_process_group", "run_command", "use_fast_child_watcher")
 
@@ -30,7 +36,8 @@ class RunResult:
     error: str | None
     """None on success, else why it failed, as the job's ``last_error``: ``exit code 3``, ``timed out``..."""
     stdout: bytes
-    """The last ``output_limit`` bytes written to stdout."""
+    """What is kept of stdout within ``output_limit``: its head and its tail, and between them a line
+    saying how many bytes were left out if any were (``queuectl.output.join``)."""
     stderr: bytes
     started_at: datetime
     finished_at: datetime
@@ -50,8 +57,11 @@ async def run_command(
     kill_grace: float = 2.0,
     drain_grace: float = 0.25,
     on_start: Callable[[int], None] | None = None,
+    on_output: Callable[[int, int, bytes], None] | None = None,
+    stop: asyncio.Future[str] | None = None,
     env: Mapping[str, str] | None = None,
     base_env: Mapping[bytes, bytes] | None = None,
+    cwd: str | None = None,
     clock: Callable[[], float] | None = None,
 ) -> RunResult:
     """Run ``command`` with ``/bin/sh -c`` in a new session; never leave any of its processes behind.
@@ -59,45 +69,49 @@ async def run_command(
     On timeout the group gets SIGTERM, then SIGKILL after ``kill_grace``. Once the shell has exited,
     the pipes get ``drain_grace`` to reach EOF (a background grandchild may hold them), then what is
     left of the group is killed. If the caller is cancelled, the group is stopped the same way
-    (shielded) before the cancellation propagates. Spawn failures are returned, not raised.
+    (shielded) before the cancellation propagates. Spawn failures (a missing ``cwd`` too) are
+    returned, not raised, as ``could not start: ...``.
 
-    ``on_start(pid)`` is called once the shell runs; ``pid`` is also its process group id. ``env``
-    adds variables to the inherited environment (unlike ``subprocess``, it does not replace it):
-    to ``base_env`` when given (an encoded snapshot, e.g. ``dict(os.environb)``: encoding the
-    whole environment again for every job costs more than the rest of the runner).
-    ``clock`` gives the wall-clock time (epoch seconds) of ``started_at`` and ``finished_at``;
-    by default the system's, read directly.
+    Of each stream the result keeps the first and the last bytes within ``output_limit``
+    (``queuectl.output``). ``on_start(pid)`` is called once the shell runs; ``pid`` is also its
+    process group id. ``on_output(stream, offset, data)`` is handed every piece of output as it
+    arrives: ``stream`` 1 or 2, ``offset`` where ``data`` starts in that stream. When ``stop`` gets
+    a result (a reason, such as ``"cancelled"``) while the shell runs, the group is stopped as on
+    timeout and the result's ``error`` is that reason.
+
+    ``env`` adds variables to the inherited environment (unlike ``subprocess``, it does not replace
+    it): to ``base_env`` when given (an encoded snapshot, e.g. ``dict(os.environb)``: encoding the
+    whole environment again for every job costs more than the rest of the runner). ``cwd`` is the
+    directory the command runs in (default: ours). ``clock`` gives the wall-clock time (epoch
+    seconds) of ``started_at`` and ``finished_at``; by default the system's, read directly.
     """
     if output_limit < 0:
         raise ValueError(f"output_limit must be >= 0, not {output_limit}")
     loop = asyncio.get_running_loop()
     started_at = _now(clock)
-    environ: Mapping[bytes, bytes] | Mapping[str, str] | None = None
-    if env is not None:
-        extra = {key.encode(): value.encode() for key, value in env.items()}
-        environ = {**(os.environb if base_env is None else base_env), **extra}
-    spawn = loop.create_task(
-        loop.subprocess_shell(
-            lambda: _Capture(loop, output_limit),
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env=environ,
-        )
-    )
     try:
+        environ = None if env is None else _environment(env, base_env)
+        spawn = loop.create_task(
+            loop.subprocess_shell(
+                lambda: _Capture(loop, output_limit, on_output),
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env=environ,
+                cwd=cwd,
+            )
+        )
         # Shielded: a cancel here must not leave a shell whose pid we never learnt.
         transport, capture = await asyncio.shield(spawn)
     except asyncio.CancelledError:
         await _finish_shielded(_abandon(spawn, kill_grace))
         raise
-    except (OSError, ValueError) as exc:  # E2BIG, EMFILE, ENOMEM; ValueError: a NUL in the command
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    except (OSError, ValueError) as exc:  # E2BIG, EMFILE, ENOMEM, no cwd; ValueError: a NUL
         return RunResult(
             exit_code=None,
-            error=f"could not start: {reason}",
+            error=f"could not start: {_spawn_failure(exc, cwd)}",
             stdout=b"",
             stderr=b"",
             started_at=started_at,
@@ -107,6 +121,10 @@ async def run_command(
     pid: int = transport.get_pid()
     group = _Group(loop, pid, kill_grace)
     timer = None if timeout is None else loop.call_later(timeout, _on_timeout, capture, group)
+    stopper = None
+    if stop is not None:
+        stopper = functools.partial(_on_stop, capture, group)
+        stop.add_done_callback(stopper)
     try:
         if on_start is not None:
             on_start(pid)
@@ -117,9 +135,27 @@ async def run_command(
     finally:
         if timer is not None:
             timer.cancel()
+        if stop is not None and stopper is not None:
+            stop.remove_done_callback(stopper)  # a late stop must never signal a reused pid
         group.kill()  # what the shell left behind: nothing outlives the attempt
         transport.close()  # closes pipes still held open by now-dead grandchildren
     return _result(transport.get_returncode(), capture, group, timeout, started_at, _now(clock), pid)
+
+
+def _environment(env: Mapping[str, str], base_env: Mapping[bytes, bytes] | None) -> dict[bytes, bytes]:
+    """``env`` over the inherited environment, encoded as the system encodes it (``ValueError``
+    for what cannot be encoded)."""
+    extra = {os.fsencode(key): os.fsencode(value) for key, value in env.items()}
+    return {**(os.environb if base_env is None else base_env), **extra}
+
+
+def _spawn_failure(exc: OSError | ValueError, cwd: str | None) -> str:
+    """Why the shell could not start, in words: ``cwd /x: No such file or directory``."""
+    if not isinstance(exc, OSError) or not exc.strerror:
+        return str(exc)
+    if cwd is not None and exc.filename == cwd:
+        return f"cwd {cwd}: {exc.strerror}"
+    return exc.strerror
 
 
 def kill_process_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
@@ -158,28 +194,69 @@ def use_fast_child_watcher() -> None:
         asyncio.set_child_watcher(watcher)
 
 
-class _Capture(asyncio.SubprocessProtocol):
-    """Keeps the tail of stdout and stderr and tells when the shell exited and the pipes closed."""
+class _Kept:
+    """What is kept of one stream: its first ``head_size(limit)`` bytes, its last bytes up to
+    ``limit`` in all, and how many it had in all."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+    __slots__ = ("head", "head_limit", "tail", "tail_limit", "total")
+
+    def __init__(self, limit: int) -> None:
+        self.head_limit = head_size(limit)
+        self.tail_limit = limit - self.head_limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            if len(data) <= room:
+                self.head += data
+                return
+            self.head += data[:room]
+            data = data[room:]
+        limit = self.tail_limit
+        if len(data) >= limit:  # also covers limit 0, where data[-0:] would keep everything
+            self.tail[:] = data[len(data) - limit :]
+            return
+        tail = self.tail
+        tail += data
+        excess = len(tail) - limit
+        if excess > 0:
+            del tail[:excess]
+
+    def kept(self) -> bytes:
+        if not self.total or self.head_limit + self.tail_limit == 0:
+            return b""  # a limit of 0 keeps nothing, not even the line saying so
+        return join(bytes(self.head), self.total - len(self.head) - len(self.tail), bytes(self.tail))
+
+
+class _Capture(asyncio.SubprocessProtocol):
+    """Keeps the head and tail of stdout and stderr, hands new output on (``on_output``), and tells
+    when the shell exited and the pipes closed."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        limit: int,
+        on_output: Callable[[int, int, bytes], None] | None,
+    ) -> None:
         self._loop = loop
-        self.limit = limit
-        self.stdout = bytearray()
-        self.stderr = bytearray()
+        self.stdout = _Kept(limit)
+        self.stderr = _Kept(limit)
+        self.on_output = on_output
         self.has_exited = False
+        self.stopped_for: str | None = None  # the reason a stop was asked for, once it was acted on
         self.exited: asyncio.Future[None] = loop.create_future()
         self.eof: asyncio.Future[None] = loop.create_future()
         self._open_pipes = 2
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        buf = self.stdout if fd == 1 else self.stderr
-        if len(data) >= self.limit:  # also covers limit 0, where data[-0:] would keep everything
-            buf[:] = data[len(data) - self.limit :]
-            return
-        buf += data
-        excess = len(buf) - self.limit
-        if excess > 0:
-            del buf[:excess]
+        kept = self.stdout if fd == 1 else self.stderr
+        if self.on_output is not None:
+            self.on_output(fd, kept.total, data)
+        kept.add(data)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         self._open_pipes -= 1
@@ -227,6 +304,14 @@ class _Group:
 def _on_timeout(capture: _Capture, group: _Group) -> None:
     if not capture.has_exited:  # an exit already seen is not a timeout, however late we learn of it
         group.terminate()
+
+
+def _on_stop(capture: _Capture, group: _Group, asked: asyncio.Future[str]) -> None:
+    """The caller asked for the group to stop: as on timeout, unless it ended or timed out first."""
+    if asked.cancelled() or capture.has_exited or group.terminated:
+        return
+    capture.stopped_for = asked.result()
+    group.terminate()
 
 
 async def _wait(capture: _Capture, group: _Group, drain_grace: float) -> None:
@@ -297,8 +382,10 @@ def _result(
     pid: int,
 ) -> RunResult:
     exit_code: int | None = None
-    if group.terminated:
-        error: str | None = f"timed out after {_seconds(timeout)}s"
+    if capture.stopped_for is not None:
+        error: str | None = capture.stopped_for
+    elif group.terminated:
+        error = f"timed out after {_seconds(timeout)}s"
     elif returncode is None or returncode < 0:
         error = f"killed by signal {_signal_name(-(returncode or 0))}"
     else:
@@ -307,8 +394,8 @@ def _result(
     return RunResult(
         exit_code=exit_code,
         error=error,
-        stdout=bytes(capture.stdout),
-        stderr=bytes(capture.stderr),
+        stdout=capture.stdout.kept(),
+        stderr=capture.stderr.kept(),
         started_at=started_at,
         finished_at=finished_at,
         pid=pid,

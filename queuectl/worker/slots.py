@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from queuectl.models import Claim, Outcome
 from queuectl.storage.base import Store
 
-__all__ = ("Running", "Slots")
+__all__ = ("CANCELLED", "Running", "Slots")
+
+#: Why the command of a job cancelled while it ran was stopped: the ``error`` of its attempt.
+CANCELLED = "cancelled"
 
 
 @dataclass(eq=False, slots=True)
@@ -30,11 +33,28 @@ class Running:
     lease_lost: bool = False
     recording: bool = False  # the command has ended; only its result is being written
     refilled: bool = False  # its slot, and every free one it asked for, went to jobs claimed with its result
+    stop: asyncio.Future[str] | None = None  # the runner stops the command when this gets a reason
+    pid: int | None = None  # the shell's, once it runs
+    started: float | None = None  # wall-clock time (epoch seconds) the attempt started
 
     def kill(self) -> None:
         """Cancel the command (not the writing of its result, which is conditional anyway)."""
         if not self.recording and not self.task.done():
             self.task.cancel()
+
+    def cancel(self) -> None:
+        """The job was cancelled: stop its command (TERM, then KILL), then record it as cancelled."""
+        if self.stop is not None and not self.stop.done():
+            self.stop.set_result(CANCELLED)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the worker learnt that the job was cancelled while it ran."""
+        return self.stop is not None and self.stop.done()
+
+    def spawned(self, pid: int) -> None:
+        """The runner's ``on_start``."""
+        self.pid = pid
 
 
 class Slots:

@@ -1,9 +1,14 @@
-"""Keeping claims good: heartbeats, lease renewal, the lease guard, lost workers' jobs, stop requests.
+"""Keeping claims good: heartbeats, lease renewal, the lease guard, lost workers' jobs, cancelled
+jobs, stop requests, and the retention of finished jobs.
 
 Upkeep sees what it needs and nothing more of the pool: the store, the worker's id, the table of
-running jobs (whose leases it renews, and which it kills when it cannot), and callbacks for a stop
-request and for new settings. It runs as two tasks that the pool supervises (``run`` and
-``guard_leases``); each retries a passing ``StoreError`` itself, and any other failure ends it.
+running jobs (whose leases it renews, which it kills when it cannot, and which it stops when they
+are cancelled), and callbacks for a stop request and for new settings. It runs as tasks that the
+pool supervises (``run``, ``guard_leases``, ``watch_jobs``, ``keep_retention``); each retries a
+passing ``StoreError`` itself, and any other failure ends it.
+
+A cancelled job is learnt of by one read a poll interval while jobs run (``cancelled_claims``), so
+within a poll interval on any host, whatever wake-ups the store has.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from datetime import UTC, datetime
 
 from queuectl import retry
 from queuectl.config import Settings
+from queuectl.display import in_words
 from queuectl.errors import StoreError
-from queuectl.models import EndedAttempt, Outcome
+from queuectl.models import AttemptOutcome, Decision, EndedAttempt, JobState, Outcome
+from queuectl.purging import purge
 from queuectl.storage.base import Store
+from queuectl.worker.live import sweep_progress
 from queuectl.worker.orphans import kill_orphans
 from queuectl.worker.slots import Running
 
-__all__ = ("LEASE_SAFETY_FRACTION", "WORKER_LOST", "Upkeep", "kill_deadline")
+__all__ = ("LEASE_SAFETY_FRACTION", "RETENTION_EVERY", "WORKER_LOST", "Upkeep", "kill_deadline")
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +38,8 @@ logger = logging.getLogger(__name__)
 LEASE_SAFETY_FRACTION = 0.2
 #: The ``last_error`` of an attempt whose worker was lost.
 WORKER_LOST = "worker lost (lease expired)"
+#: Seconds between two deletions of the jobs past ``retention`` (the first is at start).
+RETENTION_EVERY = 600.0
 
 
 def kill_deadline(jobs: Mapping[str, Running], lease: float) -> float:
@@ -50,8 +60,10 @@ class Upkeep:
         on_settings: Callable[[Settings], None],
         on_stop: Callable[[], None],
         clock: Callable[[], float],
+        progress_dir: str | None = None,
     ) -> None:
         self.store = store
+        self.progress_dir = progress_dir
         self.worker_id = worker_id
         self.jobs = jobs
         self.settings = settings
@@ -83,6 +95,50 @@ class Upkeep:
             await asyncio.sleep(min(self.settings.poll_interval, lease_margin / 2))
             self._kill_unrenewed()
 
+    async def watch_jobs(self) -> None:
+        """Each poll interval: stop the commands of the jobs cancelled meanwhile (while jobs run),
+        and remove the progress files of attempts that ended."""
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            tokens = [token for token, running in self.jobs.items() if not running.cancelled]
+            if tokens:
+                await self.stop_cancelled(tokens)
+            if self.progress_dir is not None:
+                sweep_progress(self.progress_dir, self.jobs)
+
+    async def stop_cancelled(self, tokens: list[str]) -> set[str]:
+        """Of these running jobs, stop those cancelled (one read); return their tokens."""
+        try:
+            cancelled = await self.store.cancelled_claims(tokens)
+        except StoreError as exc:  # the next poll asks again; ``run`` says the store fails
+            logger.debug("could not look for cancelled jobs: %s", exc)
+            return set()
+        for token in cancelled:
+            running = self.jobs.get(token)
+            if running is not None:
+                running.cancel()
+        return cancelled
+
+    async def keep_retention(self) -> None:
+        """Every ``RETENTION_EVERY`` seconds, delete the jobs past ``retention`` (see ``purge_retained``)."""
+        while True:
+            await asyncio.sleep(RETENTION_EVERY)
+            await self.purge_retained()
+
+    async def purge_retained(self) -> None:
+        """Delete completed and cancelled jobs that finished more than ``retention`` ago (None: keep)."""
+        retention = self.settings.retention
+        if retention is None:
+            return
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        try:
+            deleted = await purge(self.store, older_than=retention, now=now)
+        except StoreError as exc:  # the next round tries again
+            logger.warning("could not delete jobs past their retention: %s", exc)
+            return
+        if deleted:
+            logger.info("deleted %d jobs finished more than %s ago (retention)", deleted, in_words(retention))
+
     def _heartbeat_interval(self) -> float:
         """Writes wake every idle worker of the store, so only as often as leases need."""
         return min(self.settings.lease / 3, 10.0)
@@ -101,24 +157,39 @@ class Upkeep:
         held = await self.store.renew(
             worker_id=self.worker_id, tokens=[token for token, _ in asked], lease=lease
         )
+        missed = []
         for token, running in asked:
             if token in held:
                 running.lease_deadline = renewed_at + lease
             elif not running.recording:
+                missed.append((token, running))
+        if not missed:
+            return
+        # Not renewed: lost, unless cancelled (the job is no longer processing, yet still held).
+        cancelled = await self.stop_cancelled([token for token, _ in missed])
+        for token, running in missed:
+            if token not in cancelled and not running.cancelled:
                 running.lease_lost = True
                 running.kill()
 
     def _kill_unrenewed(self) -> None:
-        """A job whose lease could not be renewed dies before the lease runs out."""
+        """A job whose lease could not be renewed dies before the lease runs out.
+
+        Not a cancelled one: its command is being stopped already, and its attempt recorded.
+        """
         now = time.monotonic()
         margin = self.settings.lease * LEASE_SAFETY_FRACTION
         for running in self.jobs.values():
-            if now > running.lease_deadline - margin and not running.recording:
+            if now > running.lease_deadline - margin and not running.recording and not running.cancelled:
                 running.lease_lost = True
                 running.kill()
 
     async def recover_lapsed(self) -> None:
-        """Take back jobs whose worker was lost: the attempt counts, then retry or bury."""
+        """Take back jobs whose worker was lost: the attempt counts, then retry or bury.
+
+        A job cancelled while its lost worker ran it stays cancelled; either way its history
+        gets a ``lost`` entry.
+        """
         try:
             lapsed = await self.store.lapsed_claims()
         except StoreError as exc:
@@ -127,14 +198,17 @@ class Upkeep:
         for claim in lapsed:
             # What is left of the lost attempt on this host must not run beside the next one.
             kill_orphans(claim.token)
-            decision = retry.decide(claim.job, WORKER_LOST, self.settings)
+            if claim.job.state is JobState.CANCELLED:
+                decision = Decision(state=JobState.CANCELLED)
+            else:
+                decision = retry.decide(claim.job, WORKER_LOST, self.settings)
             lost = EndedAttempt(
                 exit_code=None,
                 error=WORKER_LOST,
-                started_at=None,
+                started_at=claim.job.started_at,
                 finished_at=datetime.fromtimestamp(self._clock(), UTC),
             )
-            outcome = Outcome.of(decision, lost)
+            outcome = Outcome.of(decision, lost, outcome=AttemptOutcome.LOST)
             try:
                 taken_back = await self.store.finish(claim, outcome)
             except StoreError as exc:  # the next upkeep tries again

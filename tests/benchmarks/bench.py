@@ -20,25 +20,99 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench_common import (
+    Child,
     Context,
     Postgres,
     Row,
     describe,
+    expect_completed,
+    fill,
     format_table,
     kill_everything,
     machine_lines,
     na_rows,
+    new_jobs,
+    queuectl_argv,
 )
+from bench_follow import follow_figures
 from bench_latency import latency_figures
 from bench_scale import scale_figures
 from bench_throughput import drain_figures, enqueue_figures, memory_figures
 
+#: The printing drain: jobs, ``--count``, and lines each job prints, ``PRINTING_PAUSE`` s apart.
+PRINTING_JOBS = 40
+PRINTING_COUNT = 8
+PRINTING_LINES = 10
+PRINTING_PAUSE = 0.1
+
+
+def printing_figures(ctx: Context) -> list[Row]:
+    """Jobs that print while they run: what writing their output for followers costs a drain.
+
+    Each job prints ``PRINTING_LINES`` lines ``PRINTING_PAUSE`` s apart, so it runs long enough to
+    have its output written live (from 250 ms on, every 250 ms). The reference is the ideal: the
+    jobs' own duration, ``count`` at a time, with nothing else taking any time.
+    """
+    jobs = 16 if ctx.quick else PRINTING_JOBS
+    command = (
+        f"i=0; while [ $i -lt {PRINTING_LINES} ]; do i=$((i+1)); echo line $i; sleep {PRINTING_PAUSE}; done"
+    )
+    ideal = -(-jobs // PRINTING_COUNT) * PRINTING_LINES * PRINTING_PAUSE
+    ctx.note(
+        f"printing drain: {jobs} jobs that each print a line every {PRINTING_PAUSE:g} s,"
+        f" {PRINTING_LINES} times, run by `worker start --count {PRINTING_COUNT} --drain`, timed as a"
+        f" whole process; reference: the ideal, {ideal:g} s (the jobs' sleeps, {PRINTING_COUNT} at a"
+        " time); the best round counts"
+    )
+    rows = []
+    for name in ("sqlite", "postgres"):
+        figure = f"1 drain {name}: {jobs} printing jobs, --count {PRINTING_COUNT}"
+        target = "ratio >= 0.80"
+        if name == "postgres" and ctx.postgres.unavailable is not None:
+            rows += na_rows([(figure, target)], ctx.postgres.unavailable)
+            continue
+        try:
+            walls = []
+            for _ in range(ctx.rounds):
+                if name == "sqlite":
+                    walls.append(_drain_printing(ctx, ctx.sqlite_target("printing"), jobs, command, ideal))
+                else:
+                    with ctx.postgres.schema() as pg_target:
+                        walls.append(_drain_printing(ctx, pg_target, jobs, command, ideal))
+        except Exception as error:  # this store's row says why; the other store goes on
+            rows += na_rows([(figure, target)], describe(error))
+            continue
+        wall = min(walls)
+        rows.append(
+            Row(
+                figure=figure,
+                value=f"{wall:.2f} s",
+                reference=f"{ideal:.2f} s",
+                ratio=ideal / wall,
+                target=target,
+                ok=ideal / wall >= 0.80,
+            )
+        )
+    return rows
+
+
+def _drain_printing(ctx: Context, target: str, jobs: int, command: str, ideal: float) -> float:
+    fill(target, new_jobs(command, jobs))
+    argv = [*queuectl_argv(target), "worker", "start", "--count", str(PRINTING_COUNT), "--drain", "--quiet"]
+    child = Child(argv, log=ctx.path("worker.log"))
+    finished = child.check(child.wait(60 + 4 * ideal))
+    expect_completed(target, jobs)
+    return finished.wall
+
+
 FIGURES: dict[str, Callable[[Context], list[Row]]] = {
     "drain": drain_figures,
+    "printing": printing_figures,
     "enqueue": enqueue_figures,
     "latency": latency_figures,
     "scale": scale_figures,
     "memory": memory_figures,
+    "follow": follow_figures,
 }
 POSTGRES_URL_ENV = "QUEUECTL_TEST_POSTGRES_URL"
 

@@ -33,7 +33,7 @@ from bench_common import (
 )
 from bench_throughput import worker_argv
 
-from queuectl.models import JobState
+from queuectl.models import AttemptOutcome, AttemptRecord, JobState
 from queuectl.storage.sqlite import schema as sqlite_schema
 from queuectl.storage.sqlite.store import SqliteStore
 
@@ -204,6 +204,19 @@ def _job_id(rng: random.Random) -> str:
     return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-a{digits[17:20]}-{digits[20:]}"
 
 
+#: What ``release`` records: the attempt stopped before it ran.
+_STOPPED = AttemptRecord(
+    worker=None,
+    host=None,
+    pid=None,
+    started_at=None,
+    finished_at=None,
+    exit_code=None,
+    outcome=AttemptOutcome.STOPPED,
+    error=None,
+)
+
+
 async def _claims(path: Path, count: int) -> float:
     """Median seconds of one ``claim(limit=1)``; each claimed job is released again, untimed."""
     store = await SqliteStore.open(path)
@@ -215,7 +228,7 @@ async def _claims(path: Path, count: int) -> float:
             elapsed = time.perf_counter() - started
             if len(claimed) != 1:
                 raise BenchError(f"claim {number} returned {len(claimed)} jobs")
-            await store.release(claimed[0])
+            await store.release(claimed[0], _STOPPED)
             if number >= 5:  # the first few warm the caches
                 times.append(elapsed)
         return median(times)

@@ -2,12 +2,14 @@
 
 asyncpg hands back values already typed (aware datetimes, floats, bytes) under their column
 names, so a column fills the record field of the same name; only the fields whose type the
-driver does not know (the state, a ``JobState``) are converted. Which fields those are is
-worked out once, at import, from the annotations in ``queuectl.models``.
+driver does not know (the state, a ``JobState``; the JSON fields, ``env`` and ``history``, which
+arrive as text) are converted. Which fields those are is worked out once, at import, from the
+annotations in ``queuectl.models``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -16,10 +18,12 @@ from queuectl.models import (
     SETTING_DEFAULTS,
     SUMMARY_FIELDS,
     UNSET,
+    AttemptRecord,
     Claim,
     Job,
     JobState,
     NewJob,
+    OutputChunk,
     WorkerInfo,
 )
 from queuectl.records import fields
@@ -28,8 +32,18 @@ from queuectl.storage.postgres.sql import GIVEN_FIELDS
 
 # --- rows to records ---------------------------------------------------------------------------
 
+
+def _history(text: str) -> tuple[AttemptRecord, ...]:
+    return tuple(AttemptRecord.from_dict(entry) for entry in json.loads(text))
+
+
 #: Kinds of field value the driver does not return as such, and how to make them.
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {"JobState": JobState, "bytes": bytes}
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "JobState": JobState,
+    "bytes": bytes,
+    "dict[str, str]": json.loads,
+    "tuple[AttemptRecord, ...]": _history,
+}
 
 #: The fields of a row read as they are, and those converted (a NULL stays ``None``).
 _Reading = tuple[tuple[str, ...], tuple[tuple[str, Callable[[Any], Any]], ...]]
@@ -65,6 +79,17 @@ def claim_from_row(row: Row) -> Claim:
     return Claim(job=job_from_row(row), token=row["claim_token"])
 
 
+def chunk_from_row(row: Row) -> OutputChunk:
+    """An ``OutputChunk`` from a row of ``sql.LIVE_OUTPUT``."""
+    return OutputChunk(seq=row["chunk_seq"], stream=row["stream"], offset=row["offset"], data=row["data"])
+
+
+def newest_first(found: list[Row]) -> list[Job]:
+    """Jobs of rows of ``sql.JOB_COLUMNS, seq`` (RETURNING gives no order), as lists show them."""
+    found.sort(key=lambda row: (row["created_at"], row["seq"]), reverse=True)
+    return [job_from_row(row) for row in found]
+
+
 def best_first(row: Row) -> tuple[Any, ...]:
     """Sort key of claimed rows: the order the claim takes them in."""
     return (-row["priority"], row["run_at"], row["created_at"], row["seq"])
@@ -82,6 +107,12 @@ _MAX_SECONDS = 200 * 365.25 * 86400
 
 #: The given fields that are ``UNSET`` until the façade resolves them, by place in ``GIVEN_FIELDS``.
 _RESOLVED_ABOVE = tuple((GIVEN_FIELDS.index(name), name) for name in SETTING_DEFAULTS)
+#: The given fields stored as JSON text (``env``), by place in ``GIVEN_FIELDS``.
+_AS_JSON = tuple(
+    GIVEN_FIELDS.index(info.name)
+    for info in fields(NewJob)
+    if info.meta.get("json") and info.name in GIVEN_FIELDS
+)
 
 
 def seconds(value: float) -> float:
@@ -96,6 +127,8 @@ def insert_arguments(jobs: Sequence[NewJob]) -> list[list[Any]]:
     the façade gives them their settings' values; a store never reads settings to fill them.
     """
     arrays = [[getattr(job, name) for job in jobs] for name in GIVEN_FIELDS]
+    for place in _AS_JSON:
+        arrays[place] = [None if value is None else to_json(value) for value in arrays[place]]
     for place, name in _RESOLVED_ABOVE:
         if UNSET in arrays[place]:
             job_id = next(job.id for job in jobs if getattr(job, name) is UNSET)
@@ -103,6 +136,25 @@ def insert_arguments(jobs: Sequence[NewJob]) -> list[list[Any]]:
     arrays.append([job.run_at for job in jobs])
     arrays.append([seconds(job.delay or 0.0) for job in jobs])
     return arrays
+
+
+def entry_arguments(attempt: AttemptRecord) -> tuple[Any, ...]:
+    """The parameters of a history entry (``results.ENTRY_PARAMETERS``): its fields, in order."""
+    return (
+        attempt.worker,
+        attempt.host,
+        attempt.pid,
+        attempt.started_at,
+        attempt.finished_at,
+        attempt.exit_code,
+        attempt.outcome.value,
+        attempt.error,
+    )
+
+
+def to_json(value: Any) -> str:
+    """A JSON field's text, as stored (compact, in the order given)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def given(arrays: Sequence[Sequence[Any]]) -> set[tuple[Any, ...]]:

@@ -104,6 +104,47 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL);
     """,
+    # 2: operating jobs (version 2 of the SPEC): the cancelled state, cwd and env, progress,
+    # schedule, the history of attempts and the output of earlier ones, live output chunks.
+    """
+    ALTER TABLE jobs DROP CONSTRAINT jobs_state_check;
+    ALTER TABLE jobs ADD CONSTRAINT jobs_state_check
+        CHECK (state IN ('pending', 'processing', 'completed', 'failed', 'dead', 'cancelled'));
+    -- Byte order: a prefix of an id is an index range of the primary key, whatever the
+    -- database's collation (only the index is rebuilt; equality reads are unchanged).
+    ALTER TABLE jobs ALTER COLUMN id TYPE text COLLATE "C";
+    ALTER TABLE jobs
+        ADD COLUMN cwd text,
+        ADD COLUMN env text,
+        ADD COLUMN progress text,
+        ADD COLUMN schedule text,
+        ADD COLUMN history jsonb NOT NULL DEFAULT '[]',
+        ADD COLUMN entries integer NOT NULL DEFAULT 0;
+    -- Held jobs: processing ones, and cancelled ones whose worker has not yet recorded the attempt.
+    DROP INDEX jobs_lease;
+    CREATE INDEX jobs_held ON jobs (lease_expires_at) WHERE claim_token IS NOT NULL;
+    -- Tiny: only cancelled jobs still held; never touched by claims and results.
+    CREATE INDEX jobs_cancelled_held ON jobs (claim_token)
+        WHERE state = 'cancelled' AND claim_token IS NOT NULL;
+    -- The output of each history entry but the latest (which is the job's stdout and stderr).
+    CREATE TABLE job_outputs (
+        job_id text COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        entry integer NOT NULL,
+        stdout bytea NOT NULL,
+        stderr bytea NOT NULL,
+        PRIMARY KEY (job_id, entry)
+    );
+    -- What running attempts wrote lately, for followers on any host; dropped as the attempt ends.
+    CREATE TABLE job_chunks (
+        seq bigserial PRIMARY KEY,
+        job_id text COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        entry integer NOT NULL,
+        stream smallint NOT NULL CHECK (stream IN (1, 2)),
+        "offset" bigint NOT NULL,
+        data bytea NOT NULL
+    );
+    CREATE INDEX job_chunks_job ON job_chunks (job_id, seq);
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

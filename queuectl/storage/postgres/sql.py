@@ -37,6 +37,10 @@ _TYPES = {
     "bool": "boolean",
     "datetime": "timestamptz",
     "bytes": "bytea",
+    # The fields kept as JSON: ``env`` as the text given (its order kept, as SQLite keeps it;
+    # nothing in SQL looks inside), ``history`` as jsonb (the statements append and trim it).
+    "dict[str, str]": "text",
+    "tuple[AttemptRecord, ...]": "jsonb",
 }
 #: Each field by name, as stored (``Job``) or, for input-only fields, as given (``NewJob``).
 _FIELDS: dict[str, FieldInfo] = {info.name: info for info in (*fields(NewJob), *fields(Job))}
@@ -45,8 +49,8 @@ _FIELDS: dict[str, FieldInfo] = {info.name: info for info in (*fields(NewJob), *
 def array_type(name: str) -> str:
     """``text[]``, ``integer[]``...: the array type of a field's parameter, from its annotation.
 
-    A field whose column is of another type (``bigint``, ``jsonb``) says so in its metadata:
-    ``field(default=..., pg_type="bigint")``.
+    A field whose column is of another type (``bigint``) says so in its metadata:
+    ``field(default=..., pg_type="bigint")``; JSON fields map by annotation (``_TYPES``).
     """
     info = _FIELDS[name]
     kinds = [kind.strip() for kind in info.annotation.split("|")]
@@ -117,7 +121,7 @@ _CLAIM = """
 UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = $1,
     claim_token = $4::text || gen_random_uuid()::text,
     lease_expires_at = now() + $2::float8 * interval '1 second',
-    started_at = now(), updated_at = now()
+    started_at = now(), updated_at = now(), progress = NULL
 WHERE id IN (
     SELECT id FROM jobs
     WHERE state IN ('pending', 'failed') AND run_at <= now(){queue_filter}
@@ -135,67 +139,99 @@ SELECT {CLAIM_COLUMNS} FROM jobs
 WHERE state = 'processing' AND worker_id = $1 AND starts_with(claim_token, $2::text)
 """
 
+#: A cancelled job stays held until its worker has killed the command and recorded the attempt.
 RENEW = """
 UPDATE jobs SET lease_expires_at = now() + $3::float8 * interval '1 second'
-WHERE worker_id = $1 AND claim_token = ANY($2::text[]) AND state = 'processing'
+WHERE worker_id = $1 AND claim_token = ANY($2::text[]) AND state IN ('processing', 'cancelled')
 RETURNING claim_token
 """
 
-#: Records an attempt's outcome if the claim ($1, $2) still holds the job.
-_RECORD = """
-    UPDATE jobs SET state = $3::text, exit_code = $4, last_error = $5,
-        started_at = coalesce($6, started_at), finished_at = $7, stdout = $8, stderr = $9,
-        run_at = CASE WHEN $3::text = 'failed' THEN now() + $10::float8 * interval '1 second'
-                      ELSE run_at END,
-        worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
-    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
-    RETURNING 1
-"""
-FINISH = f"""
-WITH done AS ({_RECORD})
-SELECT pg_notify($11, 'finished') FROM done
-"""
-#: Whether a finish whose reply was lost committed: the job shows exactly that outcome, unheld.
-FINISHED_AS = "SELECT 1 FROM jobs WHERE id = $1 AND state = $2 AND finished_at = $3 AND claim_token IS NULL"
 
-
-def _shift_parameters(statement: str, by: int) -> str:
+def shift_parameters(statement: str, by: int) -> str:
     """``$1`` becomes ``$(1 + by)``: one statement's text inside another that has ``by`` before."""
     return re.sub(r"\$(\d+)", lambda match: f"${int(match[1]) + by}", statement)
 
 
-#: ``FINISH`` and a claim in one statement, one round trip: what a worker does as a job ends.
-#: ``FINISH``'s parameters ($1-$11), then the claim's, shifted by 11 ($12-$15, queues $16).
-#: Every part sees the statement's snapshot, so the claim cannot take the job just finished.
-#: Its commit does not wait for the WAL flush (``synchronous_commit`` off for this transaction
-#: only): lost to a server crash, a result or claim only means that the job runs again, which
-#: at-least-once allows. Enqueues keep the server's default.
-_FINISH_AND_CLAIM = f"""
-WITH done AS ({_RECORD}), wake AS (
-    SELECT pg_notify($11, 'finished') FROM done
-), relaxed AS (
-    SELECT set_config('synchronous_commit', 'off', true)
-), claimed AS ({{claim}})
-SELECT (SELECT count(*) FROM wake) AS finished, claimed.*
-FROM (SELECT 1 FROM relaxed) AS one LEFT JOIN claimed ON true
-"""
-FINISH_AND_CLAIM_ANY_QUEUE = _FINISH_AND_CLAIM.format(claim=_shift_parameters(CLAIM_ANY_QUEUE, 11))
-FINISH_AND_CLAIM_QUEUES = _FINISH_AND_CLAIM.format(claim=_shift_parameters(CLAIM_QUEUES, 11))
-
-RELEASE = """
-WITH back AS (
-    UPDATE jobs SET state = 'pending', attempts = greatest(attempts - 1, 0), worker_id = NULL,
-        claim_token = NULL, lease_expires_at = NULL, updated_at = now()
-    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
-    RETURNING 1
-)
-SELECT pg_notify($3, 'released') FROM back
-"""
-
 LAPSED = f"""
 SELECT {CLAIM_COLUMNS} FROM jobs
-WHERE state = 'processing' AND lease_expires_at < now()
+WHERE claim_token IS NOT NULL AND lease_expires_at < now()
 ORDER BY lease_expires_at, seq
+"""
+#: The tokens, of those given, whose job was cancelled (``jobs_cancelled_held``: a tiny index).
+CANCELLED_CLAIMS = """
+SELECT claim_token FROM jobs
+WHERE state = 'cancelled' AND claim_token IS NOT NULL AND claim_token = ANY($1::text[])
+"""
+
+# --- live output -------------------------------------------------------------------------------
+
+#: Job $1 (summary), its entry count, and its running attempt's chunks after seq $2: a row each
+#: (one row with NULL chunk columns when there are none).
+LIVE_OUTPUT = f"""
+SELECT {", ".join(f"j.{name}" for name in SUMMARY_FIELDS)}, j.entries,
+    c.seq AS chunk_seq, c.stream, c."offset", c.data
+FROM jobs AS j
+    LEFT JOIN job_chunks AS c ON c.job_id = j.id AND c.entry = j.entries + 1 AND c.seq > $2::bigint
+WHERE j.id = $1
+ORDER BY c.seq
+"""
+#: The output of entry $2 of job $1: the row's own when it is the latest.
+ATTEMPT_OUTPUT = """
+SELECT CASE WHEN j.entries = $2::integer THEN j.stdout ELSE o.stdout END AS stdout,
+    CASE WHEN j.entries = $2::integer THEN j.stderr ELSE o.stderr END AS stderr
+FROM jobs AS j LEFT JOIN job_outputs AS o ON o.job_id = j.id AND o.entry = $2::integer
+WHERE j.id = $1
+"""
+
+# --- operating jobs ----------------------------------------------------------------------------
+
+#: Ids from $1 on that start with it, in byte order: a range of the primary key (its collation
+#: is "C"), as ``EXPLAIN`` shows; U+10FFFF is the greatest character.
+IDS_WITH_PREFIX = "SELECT id FROM jobs WHERE id >= $1 AND id < $1 || chr(1114111) ORDER BY id LIMIT $2"
+STATE_AND_HOLD = "SELECT state, claim_token IS NOT NULL AS held FROM jobs WHERE id = $1"
+
+#: Unfinished jobs become ``cancelled``; a ``processing`` one stays held by its claim, so that its
+#: worker sees it (``CANCELLED_CLAIMS``), kills the command and records the attempt.
+_CANCEL = f"""
+WITH cancelled AS (
+    UPDATE jobs SET state = 'cancelled', last_error = 'cancelled', updated_at = now()
+    WHERE state IN ('pending', 'failed', 'processing') AND {{which}}
+    RETURNING {JOB_COLUMNS}, seq
+), wake AS (SELECT pg_notify($1, 'cancelled'))
+SELECT cancelled.* FROM cancelled, wake
+"""
+CANCEL_JOB = _CANCEL.format(which="id = $2")
+_MATCHING = "state = ANY($2::text[]) AND ($3::text[] IS NULL OR queue = ANY($3::text[]))"
+CANCEL_MATCHING = _CANCEL.format(which=_MATCHING)
+
+#: Final jobs back to ``pending``, due now, ``attempts`` 0, history kept. A cancelled job still
+#: held is left alone: its worker is stopping it and will record the attempt.
+_RETRY = f"""
+WITH retried AS (
+    UPDATE jobs SET state = 'pending', attempts = 0, run_at = now(), updated_at = now()
+    WHERE state IN ('completed', 'dead', 'cancelled') AND claim_token IS NULL AND {{which}}
+    RETURNING {JOB_COLUMNS}, seq
+), wake AS (SELECT pg_notify($1, 'retried'))
+SELECT retried.* FROM retried, wake
+"""
+RETRY_JOB = _RETRY.format(which="id = $2")
+RETRY_MATCHING = _RETRY.format(which=_MATCHING)
+
+#: Up to $4 unheld jobs in states $1 (final ones) and queues $2 (NULL: any) that ended before $3
+#: (NULL: any time), with their outputs and chunks (``ON DELETE CASCADE``). ``finished_at`` is the
+#: worker host's clock, which may be behind the server's: no bound on ``created_at`` is assumed.
+PURGE_BATCH = """
+WITH doomed AS (
+    SELECT id FROM jobs
+    WHERE state = ANY($1::text[]) AND claim_token IS NULL
+        AND ($2::text[] IS NULL OR queue = ANY($2::text[]))
+        AND ($3::timestamptz IS NULL OR coalesce(finished_at, updated_at) < $3::timestamptz)
+    LIMIT $4::bigint
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT count(*) AS n FROM gone
 """
 
 # --- the dead-letter queue ---------------------------------------------------------------------

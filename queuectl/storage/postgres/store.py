@@ -3,13 +3,16 @@
 The database owns the clock here: every lease, ``run_at`` and heartbeat is
 compared with ``now()`` on the server, never with a host's clock, because the
 hosts' clocks may disagree. Claims use ``FOR UPDATE SKIP LOCKED``; every later
-write is conditional on the claim's token. ``add_jobs``, ``finish``, ``release``
-and the DLQ retries ``NOTIFY`` a channel that idle workers ``LISTEN`` on.
+write is conditional on the claim's token. ``add_jobs``, ``finish``, ``release``,
+``append_output``, cancels and retries ``NOTIFY`` a channel that idle workers and
+followers ``LISTEN`` on.
 
 Each method is work for ``Database.run`` (``connection.py``), which retries it on a
 fresh connection while the server restarts; work that may have taken effect before
-its connection dropped checks what the first try did. Statements are in ``sql.py``,
-rows become records in ``rows.py``, wake-ups are ``listen.py``'s.
+its connection dropped checks what the first try did. Statements are in ``sql.py``;
+what a claim writes (results, releases, live output) is ``results.py``'s, cancelling
+and retrying one job ``operating.py``'s; rows become records in ``rows.py``, wake-ups
+are ``listen.py``'s.
 """
 
 from __future__ import annotations
@@ -25,12 +28,23 @@ import anyio
 
 from queuectl.config import Settings
 from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict
-from queuectl.models import Claim, Job, JobState, NewJob, Outcome, WorkerInfo
+from queuectl.models import (
+    FINAL_STATES,
+    UNFINISHED_STATES,
+    AttemptRecord,
+    Claim,
+    Job,
+    JobState,
+    LiveOutput,
+    NewJob,
+    Outcome,
+    WorkerInfo,
+)
 from queuectl.storage.base import job_filter
-from queuectl.storage.postgres import rows, sql
+from queuectl.storage.postgres import operating, results, rows, sql
 from queuectl.storage.postgres.connection import Database, UniqueViolation, Work
 from queuectl.storage.postgres.listen import Listener, channel_name
-from queuectl.storage.postgres.rows import claim_from_row, job_from_row, seconds
+from queuectl.storage.postgres.rows import chunk_from_row, claim_from_row, job_from_row, seconds
 from queuectl.storage.postgres.schema import Connection, Row
 
 
@@ -101,6 +115,10 @@ class PostgresStore:
             raise JobNotFound(f"no job with id {job_id!r}")
         return job_from_row(found[0], with_output=True)
 
+    async def ids_with_prefix(self, prefix: str, *, limit: int) -> list[str]:
+        found = await self._database.fetch(sql.IDS_WITH_PREFIX, prefix, limit)
+        return [row["id"] for row in found]
+
     async def list_jobs(
         self,
         *,
@@ -155,7 +173,7 @@ class PostgresStore:
         return {row["claim_token"] for row in found}
 
     async def finish(self, claim: Claim, outcome: Outcome) -> bool:
-        write, _ = _finish_work(claim, outcome, self._channel)
+        write, _ = results.finish_work(claim, outcome, self._channel)
         return await self._database.run(write)
 
     async def finish_and_claim(
@@ -170,9 +188,11 @@ class PostgresStore:
     ) -> tuple[bool, list[Claim]]:
         if limit <= 0:
             return await self.finish(claim, outcome), []
-        write, finish_arguments = _finish_work(claim, outcome, self._channel)
+        write, finish_arguments = results.finish_work(claim, outcome, self._channel)
         take, claim_arguments = _claim_work(worker_id, queues, limit, lease)
-        statement = sql.FINISH_AND_CLAIM_QUEUES if queues else sql.FINISH_AND_CLAIM_ANY_QUEUE
+        statement = results.finish_and_claim(
+            queues=bool(queues), first=results.first_entry(claim), streamed=outcome.streamed
+        )
         arguments = (*finish_arguments, *claim_arguments)
 
         async def both(connection: Connection, retried: bool) -> tuple[bool, list[Row]]:
@@ -184,11 +204,78 @@ class PostgresStore:
         accepted, taken = await self._database.run(both)
         return accepted, _best_first(taken)
 
-    async def release(self, claim: Claim) -> bool:
-        return bool(await self._database.fetch(sql.RELEASE, claim.job.id, claim.token, self._channel))
+    async def release(self, claim: Claim, attempt: AttemptRecord) -> bool:
+        return await self._database.run(results.release_work(claim, attempt, self._channel))
 
     async def lapsed_claims(self) -> list[Claim]:
         return [claim_from_row(row) for row in await self._database.fetch(sql.LAPSED)]
+
+    async def cancelled_claims(self, tokens: Sequence[str]) -> set[str]:
+        if not tokens:
+            return set()
+        found = await self._database.fetch(sql.CANCELLED_CLAIMS, list(tokens))
+        return {row["claim_token"] for row in found}
+
+    # --- live output ---------------------------------------------------------------------
+
+    async def append_output(
+        self,
+        claim: Claim,
+        chunks: Sequence[tuple[int, int, bytes]],
+        *,
+        progress: str | None,
+        keep: int,
+        lease: float,
+    ) -> bool:
+        work = results.append_work(
+            claim, chunks, progress=progress, keep=keep, lease=lease, channel=self._channel
+        )
+        return await self._database.run(work)
+
+    async def live_output(self, job_id: str, *, after: int) -> LiveOutput:
+        found = await self._database.fetch(sql.LIVE_OUTPUT, job_id, after)
+        if not found:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        chunks = tuple(chunk_from_row(row) for row in found if row["chunk_seq"] is not None)
+        return LiveOutput(job=job_from_row(found[0]), entries=found[0]["entries"], chunks=chunks)
+
+    async def attempt_output(self, job_id: str, entry: int) -> tuple[bytes, bytes]:
+        found = await self._database.fetch(sql.ATTEMPT_OUTPUT, job_id, entry)
+        if not found:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return bytes(found[0]["stdout"] or b""), bytes(found[0]["stderr"] or b"")
+
+    # --- operating jobs ------------------------------------------------------------------
+
+    async def cancel_job(self, job_id: str) -> Job:
+        return await self._database.run(operating.cancel_work(job_id, self._channel))
+
+    async def cancel_matching(self, *, state: Sequence[JobState], queue: Sequence[str]) -> list[Job]:
+        states = operating.states_among(state, UNFINISHED_STATES, "cancelled")
+        found = await self._database.fetch(sql.CANCEL_MATCHING, self._channel, states, list(queue) or None)
+        return rows.newest_first(found)
+
+    async def retry_job(self, job_id: str) -> Job:
+        return await self._database.run(operating.retry_work(job_id, self._channel))
+
+    async def retry_matching(self, *, state: Sequence[JobState], queue: Sequence[str]) -> list[Job]:
+        states = operating.states_among(state, FINAL_STATES, "retried")
+        found = await self._database.fetch(sql.RETRY_MATCHING, self._channel, states, list(queue) or None)
+        return rows.newest_first(found)
+
+    async def purge_batch(
+        self,
+        *,
+        state: Sequence[JobState],
+        queue: Sequence[str],
+        finished_before: datetime | None,
+        limit: int,
+    ) -> int:
+        states = operating.states_among(state, FINAL_STATES, "purged")
+        found = await self._database.fetch(
+            sql.PURGE_BATCH, states, list(queue) or None, finished_before, limit
+        )
+        return int(found[0]["n"])
 
     async def has_unfinished(self, queues: Sequence[str] | None) -> bool:
         found = await self._database.fetch(sql.HAS_UNFINISHED, list(queues) if queues else None)
@@ -216,9 +303,7 @@ class PostgresStore:
         return [by_id[job_id] for job_id in ids]
 
     async def retry_all_dead(self) -> list[Job]:
-        found = await self._database.fetch(sql.REVIVE_ALL, self._channel)
-        found.sort(key=lambda row: (row["created_at"], row["seq"]), reverse=True)
-        return [job_from_row(row) for row in found]
+        return rows.newest_first(await self._database.fetch(sql.REVIVE_ALL, self._channel))
 
     # --- settings ------------------------------------------------------------------------
 
@@ -284,34 +369,6 @@ def _claim_work(
         return found
 
     return take, (worker_id, seconds(lease), limit, prefix, *only)
-
-
-def _finish_work(claim: Claim, outcome: Outcome, channel: str) -> tuple[Work[bool], tuple[Any, ...]]:
-    """Recording the outcome as retryable work, and ``sql.FINISH``'s arguments."""
-    arguments = (
-        claim.job.id,
-        claim.token,
-        outcome.state.value,
-        outcome.exit_code,
-        outcome.error,
-        outcome.started_at,
-        outcome.finished_at,
-        outcome.stdout,
-        outcome.stderr,
-        seconds(outcome.retry_in),
-        channel,
-    )
-
-    async def write(connection: Connection, retried: bool) -> bool:
-        if await connection.fetch(sql.FINISH, *arguments):
-            return True
-        # After a dropped connection the first try may have committed: it did if
-        # the job now shows exactly this outcome and nobody holds it.
-        return retried and bool(
-            await connection.fetch(sql.FINISHED_AS, claim.job.id, outcome.state.value, outcome.finished_at)
-        )
-
-    return write, arguments
 
 
 async def _already_added(

@@ -22,6 +22,7 @@ from queuectl.models import (
     STORED_INPUT_FIELDS,
     SUMMARY_FIELDS,
     UNSET,
+    AttemptRecord,
     Claim,
     Job,
     JobState,
@@ -58,12 +59,46 @@ def blob(value: bytes | None) -> bytes:
     return bytes(value or b"")
 
 
+def mapping(text: str | None) -> dict[str, str] | None:
+    """A JSON object column (``env``) read back: NULL, the common case, costs one comparison."""
+    if text is None:
+        return None
+    import json  # not at import: `queuectl enqueue` starts faster without it
+
+    value: dict[str, str] = json.loads(text)
+    return value
+
+
+def json_text(value: Mapping[str, str] | None) -> str | None:
+    """A mapping (``env``) as the JSON text stored for it; ``None`` stays NULL."""
+    if value is None:
+        return None
+    import json
+
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def history(text: str) -> tuple[AttemptRecord, ...]:
+    """The ``history`` column (a JSON array of ``AttemptRecord.to_dict()``) read back."""
+    if text == "[]":
+        return ()
+    import json
+
+    return tuple(AttemptRecord.from_dict(entry) for entry in json.loads(text))
+
+
 #: How a stored value becomes a job field's value, by the field's annotation.
 _FROM_SQLITE: dict[str, Callable[[Any], Any]] = {
     "datetime": at,
     "datetime | None": moment,
     "JobState": JobState,
     "bytes": blob,
+    "dict[str, str] | None": mapping,
+    "tuple[AttemptRecord, ...]": history,
+}
+#: How a new job's value becomes what SQLite stores, by annotation, where it is not as it is.
+_TO_SQLITE: dict[str, Callable[[Any], Any]] = {
+    "dict[str, str] | None": json_text,
 }
 #: Annotations whose values SQLite stores and returns as they are.
 _AS_IS = frozenset({"str", "int", "float", "str | None", "int | None", "float | None"})
@@ -124,6 +159,10 @@ class JobReader:
         """A claim from a row whose first extra column is the ``claim_token``."""
         return Claim(job=self.job(row), token=row[self._width])
 
+    def extra(self, row: Sequence[Any]) -> Sequence[Any]:
+        """The ``extra`` columns of a row."""
+        return row[self._width :]
+
 
 #: Jobs as lists show them, without the detail fields (the output tails).
 SUMMARY = JobReader(SUMMARY_FIELDS)
@@ -144,8 +183,14 @@ def best_first(claims: list[Claim]) -> list[Claim]:
 
 #: The fields of a new job copied into its row, in order (``run_at`` is worked out, see ``insert_row``).
 _GIVEN = tuple(name for name in STORED_INPUT_FIELDS if name != "run_at")
-for _name in _GIVEN:  # copied as they are: SQLite must store them as they are
-    if _CONVERTERS[_name] is not None:
+#: Where in ``_GIVEN`` a value is stored converted (``env`` as JSON text), and how.
+_STORED_AS: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
+    (_GIVEN.index(name), _TO_SQLITE[_JOB_FIELDS[name].annotation])
+    for name in _GIVEN
+    if _JOB_FIELDS[name].annotation in _TO_SQLITE
+)
+for _name in _GIVEN:  # the others are copied as they are: SQLite must store them as they are
+    if _CONVERTERS[_name] is not None and _JOB_FIELDS[_name].annotation not in _TO_SQLITE:
         raise TypeError(f"field {_name} of a new job: say in sqlite/rows.py how SQLite stores it")
 #: Where in ``_GIVEN`` a value may still be ``UNSET``: the façade must have resolved it.
 _UNSETTABLE = tuple(
@@ -182,6 +227,9 @@ def insert_row(job: NewJob, now: float) -> tuple[Any, ...]:
     for place, name in _UNSETTABLE:
         if values[place] is UNSET:
             raise TypeError(f"add_jobs() got job {job.id!r} with {name} UNSET: resolve it before the store")
+    for place, convert in _STORED_AS:
+        if values[place] is not None:
+            values = (*values[:place], convert(values[place]), *values[place + 1 :])
     run_at = epoch(job.run_at) if job.run_at is not None else now + (job.delay or 0.0)
     return (*values, run_at, now, now)
 

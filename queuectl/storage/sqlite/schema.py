@@ -122,6 +122,48 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX jobs_waiting_run_at ON jobs (run_at) WHERE state IN ('pending', 'failed');
     """,
+    # 3: version 2 of the product: new job fields, history, earlier attempts' output, live output.
+    """
+    ALTER TABLE jobs ADD COLUMN cwd TEXT;
+    ALTER TABLE jobs ADD COLUMN env TEXT;  -- a JSON object, or NULL
+    ALTER TABLE jobs ADD COLUMN progress TEXT;
+    ALTER TABLE jobs ADD COLUMN schedule TEXT;
+    -- The latest HISTORY_LIMIT attempts, oldest first: a JSON array of AttemptRecord.to_dict().
+    ALTER TABLE jobs ADD COLUMN history TEXT NOT NULL DEFAULT '[]';
+    -- How many history entries the job ever had (not a field): entry numbers of attempt_output.
+    ALTER TABLE jobs ADD COLUMN entries INTEGER NOT NULL DEFAULT 0;
+    -- Held jobs by lease end: processing ones, and cancelled ones whose worker has not yet
+    -- recorded the attempt (lapsed claims, renewals). Only held rows: as small as the old one.
+    DROP INDEX jobs_lease;
+    CREATE INDEX jobs_held ON jobs (lease_expires_at) WHERE claim_token IS NOT NULL;
+    -- What a worker asks each poll interval (cancelled_claims): nearly always empty.
+    CREATE INDEX jobs_cancelled_held ON jobs (claim_token)
+        WHERE state = 'cancelled' AND claim_token IS NOT NULL;
+    -- The output of every kept entry but the latest (which is the job row's stdout and stderr).
+    CREATE TABLE job_outputs (
+        job_id TEXT NOT NULL,
+        entry INTEGER NOT NULL,
+        stdout BLOB,
+        stderr BLOB,
+        PRIMARY KEY (job_id, entry)
+    );
+    -- Running attempts' output as followers read it. AUTOINCREMENT: a seq is never reused, so a
+    -- follower's "after seq" never skips a later chunk.
+    CREATE TABLE output_chunks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL,
+        entry INTEGER NOT NULL,
+        stream INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX output_chunks_job ON output_chunks (job_id, seq);
+    -- A deleted job takes its outputs along, however it is deleted (purge, retention).
+    CREATE TRIGGER jobs_deleted AFTER DELETE ON jobs BEGIN
+        DELETE FROM job_outputs WHERE job_id = old.id;
+        DELETE FROM output_chunks WHERE job_id = old.id;
+    END;
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -240,14 +282,29 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
             connection.execute("CREATE TABLE queuectl_schema (version INTEGER NOT NULL)")
             connection.execute("INSERT INTO queuectl_schema (version) VALUES (0)")
         for number in range(version, SCHEMA_VERSION):
-            for statement in _MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+            for statement in statements(_MIGRATIONS[number]):
+                connection.execute(statement)
         connection.execute("UPDATE queuectl_schema SET version = ?", (SCHEMA_VERSION,))
         connection.execute("COMMIT")
     except BaseException:
         rollback(connection)
         raise
+
+
+def statements(script: str) -> Iterator[str]:
+    """The statements of ``script``, one by one (a trigger's body is part of its statement).
+
+    Not ``executescript``: it commits the open transaction first, and a migration is one.
+    """
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        yield pending
 
 
 def rollback(connection: sqlite3.Connection) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from functools import cache
 
-from queuectl.storage.sqlite.rows import CLAIMED, FULL, SUMMARY
+from queuectl.models import SUMMARY_FIELDS
+from queuectl.storage.base import HISTORY_LIMIT
+from queuectl.storage.sqlite.rows import CLAIMED, FULL, SUMMARY, JobReader
 
 
 def queue_filter(count: int) -> str:
@@ -18,6 +20,8 @@ def queue_filter(count: int) -> str:
 # --- reading jobs -----------------------------------------------------------------------------
 
 GET_JOB = f"SELECT {FULL.sql} FROM jobs WHERE id = ?"
+#: An index range scan on the unique index of ``id``. Parameters: prefix, its upper bound, limit.
+IDS_WITH_PREFIX = "SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
 LIST_JOBS = f"SELECT {SUMMARY.sql} FROM jobs"  # + job_filter, ORDER BY, LIMIT (``SqliteStore.list_jobs``)
 COUNT_MATCHING = "SELECT count(*) FROM jobs"  # + job_filter
 
@@ -62,7 +66,7 @@ def claim(queue_count: int) -> str:
     return (
         "UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = ?,"
         " claim_token = lower(hex(randomblob(8))), lease_expires_at = ?, started_at = ?,"
-        " updated_at = ?"
+        " updated_at = ?, progress = NULL"
         # SQLite keeps no statistics and would sort every waiting job; the partial index
         # is already in claim order, so the claim reads LIMIT rows.
         " WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_due WHERE state IN ('pending', 'failed')"
@@ -72,31 +76,163 @@ def claim(queue_count: int) -> str:
     )
 
 
+#: The history as kept before an entry is appended: without its oldest once it has the most.
+_KEPT = (
+    f"CASE WHEN entries >= {HISTORY_LIMIT} AND json_array_length(history) >= {HISTORY_LIMIT}"
+    " THEN json_remove(history, '$[0]') ELSE history END"
+)
+#: Appends an entry (parameter: its JSON text, ``results.attempt_json``), keeping the latest
+#: ``HISTORY_LIMIT``. By joining texts: a JSON function would parse the history and the entry,
+#: then write both out again, on every attempt of every job.
+_APPEND_HISTORY = (
+    f"history = iif({_KEPT} = '[]', '[', substr({_KEPT}, 1, length({_KEPT}) - 1) || ',') || ? || ']',"
+    " entries = entries + 1"
+)
+_FREE = "worker_id = NULL, claim_token = NULL, lease_expires_at = NULL"
+
+
 def _finish(run_at: str) -> str:
+    """Parameters: state, [run_at], exit code, error, started, finished, stdout, stderr, the
+    entry, now, id, token."""
     return (
         f"UPDATE jobs SET state = ?, {run_at} exit_code = ?, last_error = ?,"
         " started_at = coalesce(?, started_at), finished_at = ?, stdout = ?, stderr = ?,"
-        " worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = ?"
+        f" {_APPEND_HISTORY}, {_FREE}, updated_at = ?"
         " WHERE id = ? AND claim_token = ? AND state = 'processing' RETURNING 1"
     )
 
 
 FINISH = _finish("")
 FINISH_RETRY = _finish("run_at = ?,")  # a failed job comes due again after its backoff
-
-RELEASE = (
-    "UPDATE jobs SET state = 'pending', attempts = max(attempts - 1, 0), worker_id = NULL,"
-    " claim_token = NULL, lease_expires_at = NULL, updated_at = ?"
-    " WHERE id = ? AND claim_token = ? AND state = 'processing' RETURNING 1"
+#: The attempt of a job cancelled while it ran: it stays cancelled. Parameters: finished, stdout,
+#: stderr, the entry, now, id, token.
+FINISH_CANCELLED = (
+    f"UPDATE jobs SET finished_at = ?, stdout = ?, stderr = ?, {_APPEND_HISTORY}, {_FREE}, updated_at = ?"
+    " WHERE id = ? AND claim_token = ? AND state = 'cancelled' RETURNING 1"
 )
-LAPSED = f"SELECT {CLAIMED.sql} FROM jobs WHERE state = 'processing' AND lease_expires_at < ?"
+#: A stopped attempt: not counted, no output; a job cancelled meanwhile stays cancelled.
+#: Parameters: started, finished, the entry, now, id, token.
+RELEASE = (
+    "UPDATE jobs SET state = CASE state WHEN 'processing' THEN 'pending' ELSE state END,"
+    " attempts = max(attempts - 1, 0), started_at = coalesce(?, started_at), finished_at = ?,"
+    f" stdout = NULL, stderr = NULL, {_APPEND_HISTORY}, {_FREE}, updated_at = ?"
+    " WHERE id = ? AND claim_token = ? AND state IN ('processing', 'cancelled') RETURNING 1"
+)
+
+
+@cache
+def move_output(states: str) -> str:
+    """Keeps the latest entry's output (the row's) as an earlier attempt's, before the row takes
+    the next entry's, if the claim holds the job and there is any. Parameters: id, token.
+
+    Matches nothing, and writes nothing, for a job with no entry yet.
+    """
+    return (
+        "INSERT OR REPLACE INTO job_outputs (job_id, entry, stdout, stderr)"
+        " SELECT id, entries, stdout, stderr FROM jobs"
+        f" WHERE id = ? AND claim_token = ? AND state IN ({states}) AND entries > 0"
+        " AND (length(stdout) > 0 OR length(stderr) > 0)"
+    )
+
+
+#: Earlier outputs of entries the history no longer keeps, after an entry was appended.
+TRIM_OUTPUTS = (
+    "DELETE FROM job_outputs WHERE job_id = ?1"
+    f" AND entry <= (SELECT entries FROM jobs WHERE id = ?1) - {HISTORY_LIMIT}"
+)
+DROP_CHUNKS = "DELETE FROM output_chunks WHERE job_id = ?"
+
+_HELD = "jobs INDEXED BY jobs_held WHERE claim_token IS NOT NULL"
+#: Held jobs whose lease ran out: processing ones, and cancelled ones never recorded.
+LAPSED = f"SELECT {CLAIMED.sql} FROM {_HELD} AND lease_expires_at < ?"
 
 
 @cache
 def renew(token_count: int) -> str:
+    """Extends held jobs' leases, cancelled ones too: their worker is still stopping them."""
     return (
-        "UPDATE jobs SET lease_expires_at = ? WHERE worker_id = ? AND state = 'processing'"
+        "UPDATE jobs INDEXED BY jobs_held SET lease_expires_at = ?"
+        " WHERE claim_token IS NOT NULL AND worker_id = ?"
         f" AND claim_token IN ({', '.join('?' * token_count)}) RETURNING claim_token"
+    )
+
+
+@cache
+def cancelled_claims(token_count: int) -> str:
+    return (
+        "SELECT claim_token FROM jobs INDEXED BY jobs_cancelled_held"
+        " WHERE state = 'cancelled' AND claim_token IS NOT NULL"
+        f" AND claim_token IN ({', '.join('?' * token_count)})"
+    )
+
+
+# --- live output ------------------------------------------------------------------------------
+
+#: The running attempt's claim holds: extend the lease, set the progress if given; its entry
+#: number. Parameters: lease end, progress, id, token.
+HOLD_FOR_OUTPUT = (
+    "UPDATE jobs SET lease_expires_at = max(coalesce(lease_expires_at, 0), ?),"
+    " progress = coalesce(?, progress)"
+    " WHERE id = ? AND claim_token = ? AND state = 'processing' RETURNING entries + 1"
+)
+INSERT_CHUNK = "INSERT INTO output_chunks (job_id, entry, stream, offset, data) VALUES (?, ?, ?, ?, ?)"
+#: Chunks of other attempts, and this one's that end before a stream's kept part. Parameters:
+#: id, entry, where stdout's kept part starts, where stderr's does (NULL: keep all).
+TRIM_CHUNKS = (
+    "DELETE FROM output_chunks WHERE job_id = ?1 AND (entry <> ?2"
+    " OR offset + length(data) < CASE stream WHEN 1 THEN ?3 WHEN 2 THEN ?4 END)"
+)
+#: The job, its entry count, and its running attempt's chunks after a seq (a row per chunk, or
+#: one with NULL chunk columns), read in one statement: one snapshot.
+LIVE = JobReader(SUMMARY_FIELDS, extra=("jobs.entries", "output_chunks.seq", "stream", "offset", "data"))
+LIVE_OUTPUT = (
+    f"SELECT {LIVE.sql} FROM jobs LEFT JOIN output_chunks ON output_chunks.job_id = jobs.id"
+    " AND output_chunks.entry = jobs.entries + 1 AND output_chunks.seq > ?"
+    " WHERE jobs.id = ? ORDER BY output_chunks.seq"
+)
+#: The entry count, the latest entry's output, and an earlier entry's. Parameters: entry, id.
+ATTEMPT_OUTPUT = (
+    "SELECT jobs.entries, jobs.stdout, jobs.stderr, job_outputs.stdout, job_outputs.stderr"
+    " FROM jobs LEFT JOIN job_outputs ON job_outputs.job_id = jobs.id AND job_outputs.entry = ?"
+    " WHERE jobs.id = ?"
+)
+
+
+# --- operating jobs ---------------------------------------------------------------------------
+
+#: What cancel takes: a pending or failed job is cancelled unheld; a processing one stays held
+#: by its claim, so that its worker stops it and records the attempt.
+CANCELLABLE = ("pending", "failed", "processing")
+#: What retry takes; a cancelled job still held is being stopped, and waits for its worker.
+RETRYABLE = ("completed", "dead", "cancelled")
+_CANCEL = "UPDATE jobs SET state = 'cancelled', last_error = 'cancelled', updated_at = ?"
+_RETRY = "UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?"
+_UNHELD = "claim_token IS NULL"
+STATE_AND_HOLD = "SELECT state, claim_token IS NOT NULL FROM jobs WHERE id = ?"
+CANCEL = f"{_CANCEL} WHERE id = ? AND state IN {CANCELLABLE} RETURNING {SUMMARY.sql}"
+RETRY = f"{_RETRY} WHERE id = ? AND state IN {RETRYABLE} AND {_UNHELD} RETURNING {SUMMARY.sql}"
+
+
+@cache
+def cancel_matching(state_count: int, queue_count: int) -> str:
+    """Parameters: now, the states, the queues (``job_filter``)."""
+    return f"{_CANCEL}{job_filter(state_count, queue_count)} RETURNING {SUMMARY.sql}"
+
+
+@cache
+def retry_matching(state_count: int, queue_count: int) -> str:
+    """Parameters: now x2, the states, the queues (``job_filter``)."""
+    return f"{_RETRY}{job_filter(state_count, queue_count)} AND {_UNHELD} RETURNING {SUMMARY.sql}"
+
+
+@cache
+def purge_batch(state_count: int, queue_count: int, *, before: bool) -> str:
+    """Deletes up to LIMIT final, unheld jobs (their outputs go with them: the ``jobs_deleted``
+    trigger). Parameters: the states, the queues, [the time], the limit."""
+    age = " AND coalesce(finished_at, updated_at) < ?" if before else ""
+    return (
+        "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs"
+        f"{job_filter(state_count, queue_count)} AND {_UNHELD}{age} LIMIT ?) RETURNING 1"
     )
 
 

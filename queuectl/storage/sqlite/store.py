@@ -1,9 +1,10 @@
 """The default store: one SQLite file, shared safely by many processes (WAL, atomic claims).
 
 Python owns the clock here: every time is ``self.clock()`` (epoch seconds), passed into the
-SQL (``sql``), so tests can move time without sleeping. Claims and results run on the ``lane``,
-in the event loop's thread; what users hand over (new jobs, settings, retries) goes through
-aiosqlite on a connection that fsyncs every commit. ``wal`` keeps the write-ahead log bounded.
+SQL (``sql``), so tests can move time without sleeping. Claims and what follows them (results,
+releases, live output: ``results``) run on the ``lane``, in the event loop's thread; what users
+hand over (new jobs, settings, retries, cancels: ``operating``) goes through aiosqlite on a
+connection that fsyncs every commit. ``wal`` keeps the write-ahead log bounded.
 """
 
 from __future__ import annotations
@@ -20,12 +21,23 @@ import anyio
 
 from queuectl.config import Settings
 from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict
-from queuectl.models import Claim, Job, JobState, NewJob, Outcome, WorkerInfo
-from queuectl.storage.base import job_filter
+from queuectl.models import (
+    AttemptRecord,
+    Claim,
+    Job,
+    JobState,
+    LiveOutput,
+    NewJob,
+    Outcome,
+    OutputChunk,
+    WorkerInfo,
+)
+from queuectl.storage.base import HISTORY_LIMIT, job_filter
+from queuectl.storage.sqlite import results, sql
 from queuectl.storage.sqlite import schema as sqlite_schema
-from queuectl.storage.sqlite import sql
 from queuectl.storage.sqlite.direct import duplicate_of
 from queuectl.storage.sqlite.lane import Lane, fetch_all
+from queuectl.storage.sqlite.operating import Operator
 from queuectl.storage.sqlite.rows import (
     CLAIMED,
     FULL,
@@ -34,7 +46,7 @@ from queuectl.storage.sqlite.rows import (
     SUMMARY,
     at,
     best_first,
-    epoch,
+    blob,
     insert_rows,
     settings_from_rows,
     stored_job,
@@ -60,6 +72,9 @@ class SqliteStore:
         self._durable: aiosqlite.Connection | None = None
         self._watcher = ChangeWatcher(path)
         self._watcher.changed()  # the baseline: changes from now on wake waiters
+        self._operator = Operator(
+            read=self._fetch, write=self._fetch_durably, wake=self._watcher.wake, clock=clock
+        )
 
     @classmethod
     async def open(cls, path: Path, *, clock: Clock = time.time) -> SqliteStore:
@@ -186,6 +201,10 @@ class SqliteStore:
             raise JobNotFound(f"no job with id {job_id!r}")
         return FULL.job(rows[0])
 
+    async def ids_with_prefix(self, prefix: str, *, limit: int) -> list[str]:
+        rows = await self._fetch(sql.IDS_WITH_PREFIX, (prefix, prefix + "\U0010ffff", limit))
+        return [job_id for (job_id,) in rows if job_id.startswith(prefix)]
+
     async def list_jobs(
         self,
         *,
@@ -252,9 +271,9 @@ class SqliteStore:
         return {row[0] for row in rows}
 
     async def finish(self, claim: Claim, outcome: Outcome) -> bool:
-        rows = await self._fetch_on_lane(*self._finish_parameters(claim, outcome))
+        accepted = await self._on_lane(results.finish(results.Finishing(claim, outcome, self.clock())))
         await self._wal.after_result()
-        return bool(rows)
+        return accepted
 
     async def finish_and_claim(
         self,
@@ -268,49 +287,97 @@ class SqliteStore:
     ) -> tuple[bool, list[Claim]]:
         if limit <= 0:
             return await self.finish(claim, outcome), []
-        finish = self._finish_parameters(claim, outcome)
+        finishing = results.Finishing(claim, outcome, self.clock())
         take = self._claim_parameters(worker_id, queues, limit, lease)
-
-        def work(connection: sqlite3.Connection) -> tuple[bool, list[Any]]:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                finished = connection.execute(*finish).fetchall()
-                claimed = connection.execute(*take).fetchall()
-                connection.execute("COMMIT")
-            except BaseException:
-                sqlite_schema.rollback(connection)
-                raise
-            return bool(finished), claimed
-
-        accepted, rows = await self._on_lane(work)
+        accepted, rows = await self._on_lane(results.finish_and_claim(finishing, take))
         await self._wal.after_result()
         return accepted, best_first([CLAIMED.claim(row) for row in rows])
 
-    def _finish_parameters(self, claim: Claim, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
-        now = self.clock()
-        failed = outcome.state is JobState.FAILED
-        return sql.FINISH_RETRY if failed else sql.FINISH, (
-            outcome.state.value,
-            *((now + outcome.retry_in,) if failed else ()),
-            outcome.exit_code,
-            outcome.error,
-            epoch(outcome.started_at),
-            epoch(outcome.finished_at),
-            outcome.stdout,
-            outcome.stderr,
-            now,
-            claim.job.id,
-            claim.token,
-        )
-
-    async def release(self, claim: Claim) -> bool:
-        rows = await self._fetch_on_lane(sql.RELEASE, (self.clock(), claim.job.id, claim.token))
-        if rows:
+    async def release(self, claim: Claim, attempt: AttemptRecord) -> bool:
+        released = await self._on_lane(results.release(claim, attempt, self.clock()))
+        if released:
             self._watcher.wake()
-        return bool(rows)
+        return released
 
     async def lapsed_claims(self) -> list[Claim]:
         return [CLAIMED.claim(row) for row in await self._fetch(sql.LAPSED, (self.clock(),))]
+
+    async def cancelled_claims(self, tokens: Sequence[str]) -> set[str]:
+        if not tokens:
+            return set()
+        rows = await self._fetch_on_lane(sql.cancelled_claims(len(tokens)), tokens, writes=False)
+        return {token for (token,) in rows}
+
+    # --- live output -----------------------------------------------------------------------
+
+    async def append_output(
+        self,
+        claim: Claim,
+        chunks: Sequence[tuple[int, int, bytes]],
+        *,
+        progress: str | None,
+        keep: int,
+        lease: float,
+    ) -> bool:
+        work = results.append_output(
+            claim, chunks, progress=progress, keep=keep, lease_end=self.clock() + lease
+        )
+        appended = await self._on_lane(work)
+        if appended:
+            self._watcher.wake()
+        return appended
+
+    async def live_output(self, job_id: str, *, after: int) -> LiveOutput:
+        rows = await self._fetch(sql.LIVE_OUTPUT, (after, job_id))
+        if not rows:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        entries, seq = sql.LIVE.extra(rows[0])[:2]
+        chunks = (
+            tuple(
+                OutputChunk(seq=seq, stream=stream, offset=offset, data=blob(data))
+                for seq, stream, offset, data in (sql.LIVE.extra(row)[1:] for row in rows)
+            )
+            if seq is not None
+            else ()
+        )
+        return LiveOutput(job=sql.LIVE.job(rows[0]), entries=entries, chunks=chunks)
+
+    async def attempt_output(self, job_id: str, entry: int) -> tuple[bytes, bytes]:
+        rows = await self._fetch(sql.ATTEMPT_OUTPUT, (entry, job_id))
+        if not rows:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        entries, latest_out, latest_err, earlier_out, earlier_err = rows[0]
+        if entry == entries:
+            return blob(latest_out), blob(latest_err)
+        if max(1, entries - HISTORY_LIMIT + 1) <= entry < entries:
+            return blob(earlier_out), blob(earlier_err)
+        return b"", b""
+
+    # --- operating jobs (``operating``) -------------------------------------------------------
+
+    async def cancel_job(self, job_id: str) -> Job:
+        return await self._operator.cancel_job(job_id)
+
+    async def cancel_matching(self, *, state: Sequence[JobState], queue: Sequence[str]) -> list[Job]:
+        return await self._operator.cancel_matching(state=state, queue=queue)
+
+    async def retry_job(self, job_id: str) -> Job:
+        return await self._operator.retry_job(job_id)
+
+    async def retry_matching(self, *, state: Sequence[JobState], queue: Sequence[str]) -> list[Job]:
+        return await self._operator.retry_matching(state=state, queue=queue)
+
+    async def purge_batch(
+        self,
+        *,
+        state: Sequence[JobState],
+        queue: Sequence[str],
+        finished_before: datetime | None,
+        limit: int,
+    ) -> int:
+        return await self._operator.purge_batch(
+            state=state, queue=queue, finished_before=finished_before, limit=limit
+        )
 
     async def has_unfinished(self, queues: Sequence[str] | None) -> bool:
         queue_list = list(queues or ())

@@ -1,0 +1,297 @@
+"""What a claim writes on PostgreSQL: an attempt's result, its release, its live output.
+
+Each is one statement (one round trip, one transaction), conditional on the claim's token, and
+each is work for ``Database.run`` that checks, after a lost reply, what its first try did.
+
+An attempt becomes a history entry in the statement that records it: the server builds the
+entry from plain parameters (``_entry``) and appends it to the row's ``history``; the row's
+output becomes that entry's, and the entry before it moves its output to ``job_outputs`` in
+the same statement. The plain result (a job's first attempt, no live output) needs none of
+that: its statement is the update alone (``finish(first=True)``). Which jobs may have an
+earlier entry is known without reading the row: every write that appends an entry sets
+``finished_at``, so a claimed job whose ``finished_at`` is unset has none (``first_entry``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from queuectl.models import AttemptRecord, Claim, Outcome
+from queuectl.records import fields
+from queuectl.storage.base import HISTORY_LIMIT
+from queuectl.storage.postgres import sql
+from queuectl.storage.postgres.connection import Work
+from queuectl.storage.postgres.rows import entry_arguments, seconds
+from queuectl.storage.postgres.schema import Connection
+
+# --- results: a history entry each ---------------------------------------------------------------
+
+#: How a history entry's timestamps read in JSON: as ``queuectl.models.isoformat`` writes them.
+_ISO_UTC = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
+#: The parameter types of the kinds of value an ``AttemptRecord`` field holds.
+_ENTRY_TYPES = {"str": "text", "int": "integer", "AttemptOutcome": "text", "datetime": "timestamptz"}
+
+
+def _entry(first: int) -> str:
+    """A history entry as a jsonb object built from parameters ``$first``... (``ENTRY_PARAMETERS``
+    of them, the fields of ``AttemptRecord`` in order: ``rows.entry_arguments``), the keys of
+    ``AttemptRecord.to_dict``. Built by the server: no JSON to write on the worker's hot path."""
+    pairs = []
+    for number, info in enumerate(fields(AttemptRecord), first):
+        kind = info.annotation.split("|")[0].strip()
+        value = f"${number}::{_ENTRY_TYPES[kind]}"
+        if kind == "datetime":
+            value = f"to_char({value} AT TIME ZONE 'UTC', {_ISO_UTC})"
+        pairs.append(f"'{info.name}', {value}")
+    return f"jsonb_build_object({', '.join(pairs)})"
+
+
+ENTRY_PARAMETERS = len(fields(AttemptRecord))
+
+
+def _appended(first: int, *, trimmed: bool = True) -> str:
+    """``history`` with the entry of parameters ``$first``... appended, the latest ``HISTORY_LIMIT``
+    kept (``trimmed``; a job's first entry needs no trimming)."""
+    if not trimmed:
+        return f"history || {_entry(first)}"
+    return f"""CASE WHEN jsonb_array_length(history) < {HISTORY_LIMIT} THEN history
+            ELSE jsonb_path_query_array(history, '$[last - {HISTORY_LIMIT - 2} to last]') END
+        || {_entry(first)}"""
+
+
+def _entry_written(written: str) -> str:
+    """The CTEs that follow ``written``, an update of job ``$1`` that ``RETURNING entries`` (the
+    new count): the output of the entry before moves out of the row to ``job_outputs`` (if it
+    has some), and the outputs of entries beyond the latest ``HISTORY_LIMIT`` go.
+
+    Every part of a statement reads its snapshot, so ``before`` is the row as it was; its
+    output cannot have changed since, as only the claim's holder writes it. The conditions on
+    ``written`` are one-time filters: on a job's first entry, neither part reads anything.
+    """
+    return f"""kept AS (
+    INSERT INTO job_outputs (job_id, entry, stdout, stderr)
+    SELECT before.id, before.entries, before.stdout, before.stderr
+    FROM jobs AS before
+    WHERE (SELECT entries FROM {written}) > 1 AND before.id = $1
+        AND (length(before.stdout) > 0 OR length(before.stderr) > 0)
+    ON CONFLICT (job_id, entry) DO NOTHING
+), forgotten AS (
+    DELETE FROM job_outputs
+    WHERE (SELECT entries FROM {written}) > {HISTORY_LIMIT} AND job_id = $1
+        AND entry <= (SELECT entries FROM {written}) - {HISTORY_LIMIT}
+)"""
+
+
+def _record(*, first: bool) -> str:
+    """Records an attempt's outcome if the claim ($1, $2) still holds the job: a ``processing``
+    one, or, for a ``cancelled`` outcome, a ``cancelled`` one (only the entry, its output, the end
+    time and the claim change then). The history entry is ``$12``...``$19``."""
+    return f"""
+    UPDATE jobs SET state = $3::text,
+        exit_code = CASE WHEN $3::text = 'cancelled' THEN exit_code ELSE $4::integer END,
+        last_error = CASE WHEN $3::text = 'cancelled' THEN last_error ELSE $5::text END,
+        started_at = coalesce($6, started_at), finished_at = $7, stdout = $8, stderr = $9,
+        run_at = CASE WHEN $3::text = 'failed' THEN now() + $10::float8 * interval '1 second'
+                      ELSE run_at END,
+        history = {_appended(12, trimmed=not first)}, entries = entries + 1,
+        worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND claim_token = $2
+        AND state = CASE WHEN $3::text = 'cancelled' THEN 'cancelled' ELSE 'processing' END
+    RETURNING entries
+"""
+
+
+#: How many parameters ``FINISH`` takes: a claim after it starts at the next.
+FINISH_PARAMETERS = 11 + ENTRY_PARAMETERS
+
+
+def _recorded(*, first: bool, streamed: bool) -> str:
+    """``_record`` and what follows it, as CTEs; ``first``: the job had no entry before (no
+    earlier output to move), ``streamed``: the attempt wrote chunks (they go)."""
+    parts = [f"done AS ({_record(first=first)})"]
+    if not first:
+        parts.append(_entry_written("done"))
+    if streamed:
+        parts.append("dropped AS (DELETE FROM job_chunks WHERE EXISTS (SELECT FROM done) AND job_id = $1)")
+    parts.append("wake AS (SELECT pg_notify($11, 'finished') FROM done)")
+    return ", ".join(parts)
+
+
+@functools.cache
+def finish(*, first: bool = False, streamed: bool = False) -> str:
+    """The statement that records an outcome: any job (``first`` only for a job that had no
+    history entry when it was claimed: the worker's plain path reads and writes nothing more)."""
+    return f"WITH {_recorded(first=first, streamed=streamed)}\nSELECT 1 FROM wake"
+
+
+@functools.cache
+def finish_and_claim(*, queues: bool, first: bool = False, streamed: bool = False) -> str:
+    """``finish`` and a claim in one statement, one round trip: what a worker does as a job ends.
+
+    ``finish``'s parameters (``FINISH_PARAMETERS``), then the claim's, shifted by as many.
+    Every part sees the statement's snapshot, so the claim cannot take the job just finished.
+    Its commit does not wait for the WAL flush (``synchronous_commit`` off for this transaction
+    only): lost to a server crash, a result or claim only means that the job runs again, which
+    at-least-once allows. Enqueues keep the server's default.
+    """
+    claim = sql.shift_parameters(sql.CLAIM_QUEUES if queues else sql.CLAIM_ANY_QUEUE, FINISH_PARAMETERS)
+    return f"""
+WITH {_recorded(first=first, streamed=streamed)}, relaxed AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), claimed AS ({claim})
+SELECT (SELECT count(*) FROM wake) AS finished, claimed.*
+FROM (SELECT 1 FROM relaxed) AS one LEFT JOIN claimed ON true
+"""
+
+
+#: The statements for any job: ``finish(...)`` and ``finish_and_claim(...)`` give the others.
+FINISH = finish()
+FINISH_AND_CLAIM_ANY_QUEUE = finish_and_claim(queues=False)
+FINISH_AND_CLAIM_QUEUES = finish_and_claim(queues=True)
+#: Whether a finish whose reply was lost committed: the job shows exactly that outcome, unheld.
+FINISHED_AS = "SELECT 1 FROM jobs WHERE id = $1 AND state = $2 AND finished_at = $3 AND claim_token IS NULL"
+
+#: Back to ``pending`` uncounted, with the ``stopped`` entry ``$3``... (no output kept: the row's
+#: output is that entry's); a job cancelled meanwhile stays ``cancelled``, unheld. Like every
+#: write that appends an entry, it sets ``finished_at``. The channel is the last parameter.
+RELEASE = f"""
+WITH back AS (
+    UPDATE jobs SET state = CASE WHEN state = 'cancelled' THEN 'cancelled' ELSE 'pending' END,
+        attempts = greatest(attempts - 1, 0),
+        started_at = coalesce(${3 + 3}::timestamptz, started_at),
+        finished_at = coalesce(${3 + 4}::timestamptz, now()),
+        stdout = '', stderr = '', history = {_appended(3)}, entries = entries + 1,
+        worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND claim_token = $2 AND state IN ('processing', 'cancelled')
+    RETURNING entries
+), {_entry_written("back")}, dropped AS (
+    DELETE FROM job_chunks WHERE EXISTS (SELECT FROM back) AND job_id = $1
+)
+SELECT pg_notify(${3 + ENTRY_PARAMETERS}, 'released') FROM back
+"""
+#: Whether a release whose reply was lost committed: the job is unheld, that entry ($2...) its last.
+RELEASED_AS = f"SELECT 1 FROM jobs WHERE id = $1 AND claim_token IS NULL AND history -> -1 = {_entry(2)}"
+
+# --- live output ---------------------------------------------------------------------------------
+
+#: New chunks ($5-$7: streams, offsets, data) of the running attempt of job $1 held by claim $2,
+#: as entry ``entries + 1``; ``$3`` progress (NULL: unchanged), ``$4`` the lease, ``$8`` how many
+#: bytes of each stream to keep, ``$9`` the channel. Chunks that end more than ``$8`` bytes
+#: before their stream's end are not kept (new ones not inserted, earlier ones deleted), nor
+#: are those of other attempts (a lost worker's).
+_APPEND_OUTPUT = """
+WITH held AS (
+    UPDATE jobs SET progress = coalesce($3::text, progress),
+        lease_expires_at = greatest(lease_expires_at, now() + $4::float8 * interval '1 second')
+    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
+    RETURNING id, entries + 1 AS entry
+), given AS (
+    SELECT c.stream, c.start, c.data, c.n,
+        max(c.start + length(c.data)) OVER (PARTITION BY c.stream) AS stream_end
+    FROM unnest($5::smallint[], $6::bigint[], $7::bytea[]) WITH ORDINALITY AS c(stream, start, data, n)
+), added AS (
+    INSERT INTO job_chunks (job_id, entry, stream, "offset", data)
+    SELECT held.id, held.entry, given.stream, given.start, given.data
+    FROM held, given
+    WHERE given.start + length(given.data) >= given.stream_end - $8::bigint{again}
+    ORDER BY given.n
+), trimmed AS (
+    DELETE FROM job_chunks AS old USING held
+    WHERE old.job_id = held.id AND (old.entry <> held.entry
+        OR old."offset" + length(old.data)
+            < (SELECT max(stream_end) FROM given WHERE given.stream = old.stream) - $8::bigint)
+), wake AS (SELECT pg_notify($9, 'output') FROM held)
+SELECT count(*) AS held FROM wake
+"""
+APPEND_OUTPUT = _APPEND_OUTPUT.format(again="")
+#: The same after a lost reply: chunks the first try inserted are not inserted twice.
+APPEND_OUTPUT_AGAIN = _APPEND_OUTPUT.format(
+    again="""
+        AND NOT EXISTS (SELECT FROM job_chunks AS k WHERE k.job_id = held.id AND k.entry = held.entry
+                        AND k.stream = given.stream AND k."offset" = given.start)"""
+)
+
+
+# --- work that survives a lost reply -------------------------------------------------------------
+
+
+def first_entry(claim: Claim) -> bool:
+    """Whether the claimed attempt is its job's first history entry (see the module's docstring)."""
+    return claim.job.finished_at is None
+
+
+def finish_work(claim: Claim, outcome: Outcome, channel: str) -> tuple[Work[bool], tuple[Any, ...]]:
+    """Recording the outcome as retryable work, and ``finish``'s arguments."""
+    statement = finish(first=first_entry(claim), streamed=outcome.streamed)
+    arguments = (
+        claim.job.id,
+        claim.token,
+        outcome.state.value,
+        outcome.exit_code,
+        outcome.error,
+        outcome.started_at,
+        outcome.finished_at,
+        outcome.stdout,
+        outcome.stderr,
+        seconds(outcome.retry_in),
+        channel,
+        *entry_arguments(outcome.attempt),
+    )
+
+    async def write(connection: Connection, retried: bool) -> bool:
+        if await connection.fetch(statement, *arguments):
+            return True
+        # After a dropped connection the first try may have committed: it did if
+        # the job now shows exactly this outcome and nobody holds it.
+        return retried and bool(
+            await connection.fetch(FINISHED_AS, claim.job.id, outcome.state.value, outcome.finished_at)
+        )
+
+    return write, arguments
+
+
+def release_work(claim: Claim, attempt: AttemptRecord, channel: str) -> Work[bool]:
+    """Putting the job back (``Store.release``) as retryable work."""
+    entry = entry_arguments(attempt)
+
+    async def write(connection: Connection, retried: bool) -> bool:
+        if await connection.fetch(RELEASE, claim.job.id, claim.token, *entry, channel):
+            return True
+        # After a lost reply: the first try committed if the job shows this very entry last.
+        return retried and bool(await connection.fetch(RELEASED_AS, claim.job.id, *entry))
+
+    return write
+
+
+def append_work(
+    claim: Claim,
+    chunks: Sequence[tuple[int, int, bytes]],
+    *,
+    progress: str | None,
+    keep: int,
+    lease: float,
+    channel: str,
+) -> Work[bool]:
+    """Adding live output (``Store.append_output``) as retryable work."""
+    for stream, _, _ in chunks:
+        if stream not in (1, 2):
+            raise ValueError(f"stream {stream}: 1 is stdout, 2 is stderr")
+    arguments = (
+        claim.job.id,
+        claim.token,
+        progress,
+        seconds(lease),
+        [stream for stream, _, _ in chunks],
+        [offset for _, offset, _ in chunks],
+        [bytes(data) for _, _, data in chunks],
+        keep,
+        channel,
+    )
+
+    async def write(connection: Connection, retried: bool) -> bool:
+        found = await connection.fetch(APPEND_OUTPUT_AGAIN if retried else APPEND_OUTPUT, *arguments)
+        return bool(found[0]["held"])
+
+    return write
