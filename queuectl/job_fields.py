@@ -2,139 +2,96 @@
 
 ``CHECKS`` is the table of them, a check per input field. Split from ``validation`` (strict
 JSON, whole jobs and files) so that ``queuectl enqueue --command ...``, a short-lived process,
-imports only this: no ``json``, no ``difflib``. Every refusal is an ``InvalidInput`` (exit 2)
-whose message names the field and what would be right.
+imports only this and what it builds on: ``field_values`` (text, durations, timestamps, the
+words of a refusal) and ``job_env`` (the ``cwd`` and ``env`` checks), all re-exported here; no
+``json``, no ``difflib``. Every refusal is an ``InvalidInput`` (exit 2) whose message names the
+field and what would be right.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from datetime import MAXYEAR, MINYEAR, UTC, datetime, timedelta, timezone
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from queuectl.errors import InvalidInput
+from queuectl.field_values import (
+    MAX_COMMAND_BYTES,
+    MAX_DURATION,
+    TIMESTAMP_EXAMPLES,
+    check_duration,
+    check_text,
+    check_timestamp,
+    clip,
+    duration_forms,
+    parse_duration,
+    parse_timestamp,
+    show,
+    to_utc,
+)
+from queuectl.job_env import (
+    ENV_NAME_RULE,
+    MAX_CWD_BYTES,
+    MAX_ENV_ENTRIES,
+    MAX_ENV_ENTRY_BYTES,
+    absolute_cwd,
+    check_cwd,
+    check_env,
+    check_env_name,
+    env_from_options,
+)
 from queuectl.models import INPUT_FIELDS, NewJob
 from queuectl.records import fields
 
-#: Linux refuses one argv string of MAX_ARG_STRLEN (131072) bytes or more: the
-#: limit counts the terminating NUL, so a longer command could never be started.
-MAX_COMMAND_BYTES = 131071
+__all__ = (
+    "CHECKS",
+    "MAX_NAME_CHARS",
+    "MAX_RETRIES_MAX",
+    "MAX_TIMEOUT",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
+    "check_command",
+    "check_delay",
+    "check_id",
+    "check_max_retries",
+    "check_priority",
+    "check_queue",
+    "check_run_at",
+    "check_timeout",
+    "checked",
+    "job_from_options",
+    "new_id",
+    "new_job_fields",
+    # values, durations and timestamps (``field_values``)
+    "MAX_COMMAND_BYTES",
+    "MAX_DURATION",
+    "TIMESTAMP_EXAMPLES",
+    "check_duration",
+    "check_text",
+    "check_timestamp",
+    "clip",
+    "parse_duration",
+    "parse_timestamp",
+    "show",
+    # cwd and env (``job_env``)
+    "ENV_NAME_RULE",
+    "MAX_CWD_BYTES",
+    "MAX_ENV_ENTRIES",
+    "MAX_ENV_ENTRY_BYTES",
+    "check_cwd",
+    "check_env",
+    "check_env_name",
+    "env_from_options",
+)
+
 MAX_NAME_CHARS = 200
 PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 MAX_RETRIES_MAX = 1_000_000
 MAX_TIMEOUT = 1e9
-MAX_DURATION = 100 * 365.25 * 86400  # 100 years: anything longer is surely a mistake
-#: Linux's PATH_MAX counts the terminating NUL: no longer path can be a working directory.
-MAX_CWD_BYTES = 4095
-MAX_ENV_ENTRIES = 100
-#: Each ``NAME=VALUE`` string of a process's environment is limited as one argv string is.
-MAX_ENV_ENTRY_BYTES = MAX_COMMAND_BYTES
-ENV_NAME_RULE = "letters, digits and _, not starting with a digit"
-
-_GREGORIAN_CYCLE = timedelta(days=146_097)  # 400 years: a whole number of weeks
-# Patterns, not compiled here: ``re`` compiles and caches each on its first use, so that
-# ``enqueue --command CMD`` compiles none it does not use (a few tenths of a ms each).
+# A pattern, not compiled here: ``re`` compiles and caches it on its first use (``_whole``).
 _INT_PATTERN = r"[+-]?[0-9]+"
-_SURROGATE_PATTERN = "[\ud800-\udfff]"
-TIMESTAMP_EXAMPLES = "e.g. 2024-05-01T12:00:00Z or 2024-05-01T14:00:00+02:00 (no offset = local time)"
-
-
-# --- durations and timestamps -----------------------------------------------------------
-
-
-def parse_duration(value: str | int | float) -> float:
-    """Seconds from ``30``, ``30s``, ``5m``, ``1.5h``, ``1d``, ``1h30m`` or a number; 0 to 100 years."""
-    return check_duration(value, "duration")
-
-
-def check_duration(value: object, field: str, forms: str | None = None) -> float:
-    """Seconds from a number or a duration's text (``queuectl.durations``); 0 to 100 years.
-
-    ``forms`` words the accepted forms in a refusal (default: ``durations.DURATION_FORMS``).
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InvalidInput(f"{field} must be {forms or _duration_forms()}, got {show(value)}")
-    if isinstance(value, str):
-        seconds = _duration_text(value, field, forms)
-    elif isinstance(value, int) and abs(value) > MAX_DURATION:
-        seconds = math.inf if value > 0 else -math.inf  # float() of a huge int would overflow
-    else:
-        seconds = float(value)
-    if math.isnan(seconds):
-        raise InvalidInput(f"{field} must be {forms or _duration_forms()}, got {show(value)}")
-    if seconds < 0:
-        raise InvalidInput(f"{field} must not be negative, got {show(value)}")
-    if seconds > MAX_DURATION:
-        raise InvalidInput(f"{field} must be at most 100 years, got {show(value)}")
-    return seconds
-
-
-def _duration_text(text: str, field: str, forms: str | None) -> float:
-    # Not imported at the top: `enqueue --command CMD` without a duration does without it.
-    from queuectl.durations import duration_seconds
-
-    try:
-        return duration_seconds(text)  # may be inf: refused by the range check
-    except ValueError:
-        raise InvalidInput(f"{field} must be {forms or _duration_forms()}, got {show(text)}") from None
-
-
-def _duration_forms() -> str:
-    from queuectl.durations import DURATION_FORMS
-
-    return DURATION_FORMS
-
-
-def parse_timestamp(text: str) -> datetime:
-    """An aware UTC datetime from ISO-8601 text; a naive time is this machine's local time."""
-    return check_timestamp(text, "timestamp")
-
-
-def check_timestamp(text: str, field: str) -> datetime:
-    cleaned = text.strip()
-    if cleaned[-1:] in ("Z", "z"):
-        cleaned = cleaned[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(cleaned)
-    except ValueError as error:
-        reason = str(error)
-        detail = "" if reason.startswith("Invalid isoformat") else f"{reason}; "
-        raise InvalidInput(f"bad {field} {show(text)}: {detail}use ISO-8601, {TIMESTAMP_EXAMPLES}") from None
-    return _to_utc(moment, f"{field} {show(text)}")
-
-
-def _to_utc(moment: datetime, what: str) -> datetime:
-    try:
-        if moment.utcoffset() is None:
-            moment = _from_local(moment.replace(tzinfo=None, fold=0), what)
-        return moment.astimezone(UTC)
-    except InvalidInput:
-        raise
-    except (OverflowError, OSError, ValueError):
-        raise InvalidInput(f"{what} is out of range once converted to UTC") from None
-
-
-def _from_local(naive: datetime, what: str) -> datetime:
-    # astimezone() looks a day either side of a naive time, which overflows on the first and
-    # last day of the calendar (9999-12-31T23:00 in Berlin is a fine 22:00Z). 400 years nearer
-    # the middle, weekdays and leap days repeat, and so do a zone's rules: ask there instead.
-    shift = {MINYEAR: _GREGORIAN_CYCLE, MAXYEAR: -_GREGORIAN_CYCLE}.get(naive.year, timedelta(0))
-    probe = naive + shift
-    # fold=0: in a DST overlap the earlier of the two instants is meant.
-    aware = probe.astimezone()
-    # A time skipped by a DST change comes back as another wall-clock time.
-    if aware.astimezone().replace(tzinfo=None) != probe:
-        raise InvalidInput(
-            f"{what} does not exist in local time (skipped by a daylight-saving change); "
-            "give an offset, e.g. +01:00, or Z"
-        )
-    offset = aware.utcoffset()
-    assert offset is not None  # astimezone() always gives an aware time
-    return naive.replace(tzinfo=timezone(offset))
 
 
 # --- single fields ----------------------------------------------------------------------
@@ -149,7 +106,7 @@ def check_id(value: object) -> str:
 
 
 def check_command(value: object) -> str:
-    text = _string(value, "command")
+    text = check_text(value, "command")
     if not text.strip():
         raise InvalidInput("command must not be empty or only whitespace")
     if "\0" in text:
@@ -204,7 +161,7 @@ def check_timeout(value: object) -> float | None:
 
 def check_run_at(value: object) -> datetime:
     if isinstance(value, datetime):  # embedders may pass one directly
-        return _to_utc(value, f"run_at {value.isoformat()}")
+        return to_utc(value, f"run_at {value.isoformat()}")
     if not isinstance(value, str):
         raise InvalidInput(f"run_at must be an ISO-8601 string, got {show(value)} ({TIMESTAMP_EXAMPLES})")
     return check_timestamp(value, "run_at")
@@ -216,76 +173,9 @@ def check_delay(value: object) -> float:
     return check_duration(value, "delay")
 
 
-def check_cwd(value: object) -> str | None:
-    """An absolute directory path, kept as given (whether it exists is for the worker to find out:
-    another host may have it); ``None`` for the worker's own working directory."""
-    if value is None:
-        return None
-    text = _string(value, "cwd")
-    if "\0" in text:
-        raise InvalidInput("cwd must not contain a NUL character (\\u0000): no path can hold one")
-    if not text.startswith("/"):
-        raise InvalidInput(f"cwd must be an absolute path (starting with /), got {show(text)}")
-    size = len(text) if len(text) > MAX_CWD_BYTES else len(text.encode("utf-8"))
-    if size > MAX_CWD_BYTES:
-        raise InvalidInput(
-            f"cwd is {size} bytes, at most {MAX_CWD_BYTES} bytes (Linux's PATH_MAX) are allowed"
-        )
-    return text
-
-
-def check_env(value: object) -> dict[str, str] | None:
-    """Variables added to the command's environment: an object of up to ``MAX_ENV_ENTRIES``
-    strings by name; ``None`` for none. A new dict, in the order given."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise InvalidInput(f'env must be an object of strings, e.g. {{"NAME": "value"}}, got {show(value)}')
-    if len(value) > MAX_ENV_ENTRIES:
-        raise InvalidInput(f"env has {len(value)} entries, at most {MAX_ENV_ENTRIES} are allowed")
-    variables: dict[str, str] = {}
-    for name, text in value.items():
-        check_env_name(name)
-        label = f"env {clip(name)}"
-        if not isinstance(text, str):
-            raise InvalidInput(f"{label} must be a string, got {show(text)}")
-        _string(text, label)
-        if "\0" in text:
-            raise InvalidInput(f"{label} must not contain a NUL character (\\u0000)")
-        size = len(name) + 1 + (len(text) if len(text) > MAX_ENV_ENTRY_BYTES else len(text.encode("utf-8")))
-        if size > MAX_ENV_ENTRY_BYTES:
-            raise InvalidInput(
-                f"{label} is {size} bytes as NAME=VALUE, at most {MAX_ENV_ENTRY_BYTES} bytes are allowed"
-                " (Linux's MAX_ARG_STRLEN); put a long value in a file"
-            )
-        variables[name] = text
-    return variables
-
-
-def check_env_name(name: object) -> str:
-    """A variable name: ``[A-Za-z_][A-Za-z0-9_]*``, what every shell can use."""
-    if not isinstance(name, str):
-        raise InvalidInput(f"env names must be strings, got {show(name)}")
-    # ASCII letters, digits and _ without ``re``: isalnum() alone would take other scripts' letters.
-    valid = name.isascii() and name.replace("_", "a").isalnum() and not name[0].isdigit()
-    if not valid:
-        raise InvalidInput(f"env name {show(name)} is not valid: use {ENV_NAME_RULE}")
-    return name
-
-
-def _string(value: object, field: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{field} must be a string, got {show(value)}")
-    # Lone surrogates come from \ud800 escapes or undecodable argv bytes; they cannot be stored.
-    surrogate = None if value.isascii() else re.search(_SURROGATE_PATTERN, value)
-    if surrogate is not None:
-        raise InvalidInput(f"{field} contains {surrogate[0]!r}, a lone surrogate that is not valid Unicode")
-    return value
-
-
 def _name(value: object, field: str) -> str:
     """An id or queue name: 1-200 chars and nothing invisible that would make it hard to type."""
-    text = _string(value, field)
+    text = check_text(value, field)
     if not 1 <= len(text) <= MAX_NAME_CHARS:
         raise InvalidInput(f"{field} must be 1 to {MAX_NAME_CHARS} characters, got {len(text)}")
     if text.isascii() and text.isprintable():  # ASCII has no Cf, and its Cc are the unprintable
@@ -304,28 +194,6 @@ def _integer(value: object, field: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidInput(f"{field} must be an integer from {low} to {high}, got {show(value)}")
     return value
-
-
-def show(value: object) -> str:
-    """A short, one-line, printable rendering of a bad value, JSON-style where possible."""
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return "a very large integer"
-    if value is None or isinstance(value, bool | int | float | str):
-        import json  # only to word a refusal: not worth its import on the good path
-
-        shown = json.dumps(value, ensure_ascii=False)
-    else:
-        shown = repr(value)
-    # Escape lone surrogates so that printing the message cannot fail.
-    return clip(shown).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- whole jobs -------------------------------------------------------------------------
@@ -421,32 +289,6 @@ def job_from_options(
     return NewJob(**values)
 
 
-def env_from_options(texts: Sequence[str]) -> dict[str, str]:
-    """``{"NAME": "VALUE"}`` from ``--env NAME=VALUE`` texts (the value may hold ``=``)."""
-    variables: dict[str, str] = {}
-    for text in texts:
-        name, equals, value = text.partition("=")
-        if not equals:
-            raise InvalidInput(f"--env takes NAME=VALUE, got {show(text)}")
-        check_env_name(name)
-        if name in variables:
-            raise InvalidInput(f"--env {clip(name)} is given twice")
-        variables[name] = value
-    return variables
-
-
-def _absolute(text: str, field: str) -> str:
-    """A directory given on the command line, relative to the current one (as a shell takes it)."""
-    if not text or text.startswith("/") or "\0" in text:
-        return text  # the check refuses an empty path and a NUL in its own words
-    try:
-        return os.path.abspath(text)
-    except OSError as error:  # the current directory was deleted
-        raise InvalidInput(
-            f"cannot make --cwd {show(text)} absolute: {error.strerror}; give an absolute path"
-        ) from None
-
-
 def _whole(text: str, field: str) -> int:
     stripped = text.strip()
     if re.fullmatch(_INT_PATTERN, stripped):
@@ -460,7 +302,7 @@ def _whole(text: str, field: str) -> int:
 def _timeout_text(text: str, field: str) -> float | None:
     if text.strip().lower() in ("none", "null"):
         return None
-    return check_duration(text, field, f"{_duration_forms()}, or none for no timeout")
+    return check_duration(text, field, f"{duration_forms()}, or none for no timeout")
 
 
 #: Options whose text is not the field's value as it is: how it becomes one (then checked).
@@ -468,5 +310,5 @@ _FROM_TEXT: dict[str, Callable[[str, str], object]] = {
     "priority": _whole,
     "timeout": _timeout_text,
     "max_retries": _whole,
-    "cwd": _absolute,
+    "cwd": absolute_cwd,
 }

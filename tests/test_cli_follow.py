@@ -265,6 +265,18 @@ def test_follow_started_while_the_job_runs_prints_what_it_wrote_so_far(
     assert first.finish() == (0, b"early\nlate\n", b"")
 
 
+def test_follow_shows_the_progress_the_job_reports(
+    cli: Cli, target: str, tmp_path: Path, followers: list[Follower], workers: Workers
+) -> None:
+    job_id = enqueue(cli, 'echo 3/10 > "$QUEUECTL_PROGRESS"; ' + gated(tmp_path, "", "done\\n"))
+    followers.append(follower := Follower(target, "-f", job_id))
+    workers.append(start_worker(target, "--quiet"))
+    follower.err.wait_for(b"queuectl: progress 3/10\n")
+    (tmp_path / "go").touch()
+    code, out, _ = follower.finish()
+    assert (code, out) == (0, b"done\n")
+
+
 def test_follow_goes_across_retries(
     cli: Cli, target: str, tmp_path: Path, followers: list[Follower], workers: Workers
 ) -> None:

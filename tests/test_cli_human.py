@@ -1,6 +1,6 @@
 """Human output: tables that fit a terminal, short ids, relative times, colours; and ids by prefix.
 
-A terminal is faked two ways: in-process, ``render.stdout_is_terminal`` answers yes and
+A terminal is faked two ways: in-process, ``formatting.stdout_is_terminal`` answers yes and
 ``COLUMNS`` gives the width (on each backend through the ``cli`` fixture); and for real, a
 ``queuectl`` process whose stdout is a pseudo-terminal of 80 columns. Into a pipe (the
 in-process default) the output stays the stable text scripts read.
@@ -34,7 +34,7 @@ from helpers import (
 )
 
 from queuectl import Queue
-from queuectl.cli import render
+from queuectl.cli import formatting, render
 from queuectl.display import printable
 from queuectl.models import AttemptOutcome, AttemptRecord, Job, JobState, QueueStatus, isoformat
 
@@ -62,7 +62,7 @@ def painted(text: str, state: str) -> bool:
 @pytest.fixture
 def terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """stdout counts as an 80-column colour terminal."""
-    monkeypatch.setattr(render, "stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(formatting, "stdout_is_terminal", lambda: True)
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setenv("TERM", "xterm-256color")
     monkeypatch.delenv("NO_COLOR", raising=False)
@@ -72,7 +72,7 @@ def terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def frozen(monkeypatch: pytest.MonkeyPatch) -> None:
     """Relative times are worked out from ``NOW``, however long the tests took to get here."""
-    monkeypatch.setattr(render, "now", lambda: NOW)
+    monkeypatch.setattr(formatting, "now", lambda: NOW)
 
 
 def a_job(job_id: str, state: JobState = JobState.PENDING, **fields: object) -> Job:

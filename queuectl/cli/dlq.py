@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from queuectl.cli import render
+from queuectl.cli import formatting, render
 from queuectl.cli.jobs import limit_option, listed_jobs
 from queuectl.cli.run import examples, json_option, with_queue
 from queuectl.models import JobState
@@ -26,7 +26,7 @@ def dlq() -> None:
 @json_option
 def dlq_list(limit: int, as_json: bool) -> None:
     """Dead jobs, newest first (the same as `list --state dead`)."""
-    terminal = not as_json and render.stdout_is_terminal()
+    terminal = not as_json and formatting.stdout_is_terminal()
     jobs, total, shown = with_queue(
         lambda q: listed_jobs(q, states=[JobState.DEAD], limit=limit, terminal=terminal)
     )

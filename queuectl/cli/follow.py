@@ -217,6 +217,8 @@ class Printer:
             self._left_out(event.job_id, event.stream, event.count)
         elif kind is FollowKind.NOTE:
             self.note(event.text, event.job_id)
+        elif kind is FollowKind.PROGRESS:
+            self.note(f"progress {event.text}", event.job_id)
         elif kind is FollowKind.END:
             self._flush_job(event.job_id)
 

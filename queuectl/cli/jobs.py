@@ -117,11 +117,11 @@ def status(as_json: bool) -> None:
 @json_option
 def list_jobs(states: tuple[str, ...], queues: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Jobs, newest first."""
-    from queuectl.cli import render  # tables and JSON: only for commands that print them
+    from queuectl.cli import formatting, render  # tables and JSON: only for commands that print them
 
     job_states = [JobState(state) for state in dict.fromkeys(states)]
     names = list(dict.fromkeys(queues))
-    terminal = not as_json and render.stdout_is_terminal()
+    terminal = not as_json and formatting.stdout_is_terminal()
     jobs, total, shown = with_queue(
         lambda q: listed_jobs(q, states=job_states, queues=names, limit=limit, terminal=terminal)
     )

@@ -272,6 +272,10 @@ class Store(Protocol):
     async def wait_for_change(self, timeout: float) -> None:
         """Return when the jobs may have changed (any process), or after ``timeout`` s."""
 
+    async def wait_for_cancel(self, timeout: float) -> None:
+        """Return when a job may have been cancelled (a notification, where the store has them:
+        a hint, which may be lost), or after ``timeout`` s."""
+
 
 def job_filter(
     state: JobState | Sequence[JobState] | None, queue: str | Sequence[str] | None

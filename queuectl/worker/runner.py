@@ -1,11 +1,12 @@
 """Run one shell command as the leader of its own process group, and kill the group as a whole.
 
-The runner knows processes, not rows: of queuectl it imports only ``output``, the form kept output
-takes. It is the hot path of a worker, so it adds little to asyncio's own subprocess machinery: one
-protocol object keeps the head and the tail of each stream as data arrives (no reader tasks, no
-StreamReader), and the timeout, a stop asked for by the caller and the SIGTERM-then-SIGKILL
-escalation are plain loop timers and callbacks. What the caller does not ask for costs nothing:
-without ``on_output`` new data is not handed on, without ``stop`` no callback is registered.
+The runner knows processes, not rows: of queuectl it imports only ``capture`` and, through it,
+``output``, the form kept output takes. It is the hot path of a worker, so it adds little to
+asyncio's own subprocess machinery: one protocol object (``capture.Capture``) keeps the head and
+the tail of each stream as data arrives (no reader tasks, no StreamReader), and the timeout, a
+stop asked for by the caller and the SIGTERM-then-SIGKILL escalation are plain loop timers and
+callbacks. What the caller does not ask for costs nothing: without ``on_output`` new data is not
+handed on, without ``stop`` no callback is registered.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from queuectl.output import head_size, join
+from queuectl.worker.capture import Capture, resolve
 
 __all__ = ("RunResult", "kill_process_group", "run_command", "use_fast_child_watcher")
 
@@ -93,7 +94,7 @@ async def run_command(
         environ = None if env is None else _environment(env, base_env)
         spawn = loop.create_task(
             loop.subprocess_shell(
-                lambda: _Capture(loop, output_limit, on_output),
+                lambda: Capture(loop, output_limit, on_output),
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -194,88 +195,6 @@ def use_fast_child_watcher() -> None:
         asyncio.set_child_watcher(watcher)
 
 
-class _Kept:
-    """What is kept of one stream: its first ``head_size(limit)`` bytes, its last bytes up to
-    ``limit`` in all, and how many it had in all."""
-
-    __slots__ = ("head", "head_limit", "tail", "tail_limit", "total")
-
-    def __init__(self, limit: int) -> None:
-        self.head_limit = head_size(limit)
-        self.tail_limit = limit - self.head_limit
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def add(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self.head_limit - len(self.head)
-        if room > 0:
-            if len(data) <= room:
-                self.head += data
-                return
-            self.head += data[:room]
-            data = data[room:]
-        limit = self.tail_limit
-        if len(data) >= limit:  # also covers limit 0, where data[-0:] would keep everything
-            self.tail[:] = data[len(data) - limit :]
-            return
-        tail = self.tail
-        tail += data
-        excess = len(tail) - limit
-        if excess > 0:
-            del tail[:excess]
-
-    def kept(self) -> bytes:
-        if not self.total or self.head_limit + self.tail_limit == 0:
-            return b""  # a limit of 0 keeps nothing, not even the line saying so
-        return join(bytes(self.head), self.total - len(self.head) - len(self.tail), bytes(self.tail))
-
-
-class _Capture(asyncio.SubprocessProtocol):
-    """Keeps the head and tail of stdout and stderr, hands new output on (``on_output``), and tells
-    when the shell exited and the pipes closed."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        limit: int,
-        on_output: Callable[[int, int, bytes], None] | None,
-    ) -> None:
-        self._loop = loop
-        self.stdout = _Kept(limit)
-        self.stderr = _Kept(limit)
-        self.on_output = on_output
-        self.has_exited = False
-        self.stopped_for: str | None = None  # the reason a stop was asked for, once it was acted on
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.eof: asyncio.Future[None] = loop.create_future()
-        self._open_pipes = 2
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        kept = self.stdout if fd == 1 else self.stderr
-        if self.on_output is not None:
-            self.on_output(fd, kept.total, data)
-        kept.add(data)
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        self._open_pipes -= 1
-        if self._open_pipes == 0:
-            _resolve(self.eof)
-
-    def process_exited(self) -> None:
-        self.has_exited = True
-        _resolve(self.exited)
-
-    def exit_waiter(self) -> asyncio.Future[None]:
-        """The future of the shell's exit; a fresh one if a cancelled await took the old one with it."""
-        if self.exited.cancelled():
-            self.exited = self._loop.create_future()
-            if self.has_exited:
-                self.exited.set_result(None)
-        return self.exited
-
-
 class _Group:
     """The job's process group: SIGTERM first, SIGKILL ``kill_grace`` later."""
 
@@ -301,12 +220,12 @@ class _Group:
         kill_process_group(self.pid, signal.SIGKILL)
 
 
-def _on_timeout(capture: _Capture, group: _Group) -> None:
+def _on_timeout(capture: Capture, group: _Group) -> None:
     if not capture.has_exited:  # an exit already seen is not a timeout, however late we learn of it
         group.terminate()
 
 
-def _on_stop(capture: _Capture, group: _Group, asked: asyncio.Future[str]) -> None:
+def _on_stop(capture: Capture, group: _Group, asked: asyncio.Future[str]) -> None:
     """The caller asked for the group to stop: as on timeout, unless it ended or timed out first."""
     if asked.cancelled() or capture.has_exited or group.terminated:
         return
@@ -314,7 +233,7 @@ def _on_stop(capture: _Capture, group: _Group, asked: asyncio.Future[str]) -> No
     group.terminate()
 
 
-async def _wait(capture: _Capture, group: _Group, drain_grace: float) -> None:
+async def _wait(capture: Capture, group: _Group, drain_grace: float) -> None:
     """Wait for the shell, then briefly for EOF on its pipes."""
     await capture.exited
     if group.terminated:
@@ -323,14 +242,14 @@ async def _wait(capture: _Capture, group: _Group, drain_grace: float) -> None:
         await _wait_at_most(capture.eof, drain_grace)
 
 
-async def _stop(capture: _Capture, group: _Group) -> None:
+async def _stop(capture: Capture, group: _Group) -> None:
     """Stop a job whose caller gave up on it: terminate, then reap the shell."""
     if not capture.has_exited:
         group.terminate()
         await capture.exit_waiter()
 
 
-_Spawn = asyncio.Task[tuple[asyncio.SubprocessTransport, _Capture]]
+_Spawn = asyncio.Task[tuple[asyncio.SubprocessTransport, Capture]]
 
 
 async def _abandon(spawn: _Spawn, kill_grace: float) -> None:
@@ -349,7 +268,7 @@ async def _abandon(spawn: _Spawn, kill_grace: float) -> None:
 
 async def _wait_at_most(future: asyncio.Future[None], seconds: float) -> None:
     """Like ``wait_for`` but without a task: the future is resolved early by a timer if need be."""
-    timer = asyncio.get_running_loop().call_later(seconds, _resolve, future)
+    timer = asyncio.get_running_loop().call_later(seconds, resolve, future)
     try:
         await future
     finally:
@@ -367,14 +286,9 @@ async def _finish_shielded(cleanup: Awaitable[None]) -> None:
                 raise
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 def _result(
     returncode: int | None,
-    capture: _Capture,
+    capture: Capture,
     group: _Group,
     timeout: float | None,
     started_at: datetime,

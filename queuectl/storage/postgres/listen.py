@@ -37,6 +37,7 @@ class Listener:
         self.connect_timeout = connect_timeout
         self._closed = False
         self._changed = asyncio.Event()
+        self._cancelled = asyncio.Event()  # a job was cancelled: a hint for workers running jobs
         self._listener: ListenConnection | None = None
         self._listening: asyncio.Task[None] | None = None
         self._backoff = 1.0
@@ -52,6 +53,17 @@ class Listener:
         if changed.is_set() and self._changed is changed:
             self._changed = asyncio.Event()  # consumed: the next wait waits for a new change
 
+    async def wait_for_cancel(self, timeout: float) -> None:
+        """Wait for a NOTIFY of a cancel (or ``timeout``). A hint only: a worker still reads its
+        jobs' states after each wait, so a lost notification delays a cancel, never loses it."""
+        self._keep_listening()
+        cancelled = self._cancelled
+        if not cancelled.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cancelled.wait(), max(timeout, 0.0))
+        if self._cancelled is cancelled and cancelled.is_set():
+            self._cancelled = asyncio.Event()
+
     async def close(self) -> None:
         """Stop listening and close the connection. Safe to call twice."""
         if self._closed:
@@ -59,6 +71,10 @@ class Listener:
         self._closed = True
         with anyio.CancelScope(shield=True):
             if self._listening is not None:
+                # Let a connect in flight end (``_listen`` then drops it): asyncpg cancelled in
+                # the middle of connecting can leave a connection behind that it never closes.
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(self._listening), self.connect_timeout)
                 self._listening.cancel()
                 with contextlib.suppress(BaseException):
                     await self._listening
@@ -108,9 +124,12 @@ class Listener:
         self._listener = listener
         self._backoff = 1.0
         self._changed.set()
+        self._cancelled.set()  # a cancel may have been missed while not listening
 
-    def _on_notify(self, *_args: object) -> None:
+    def _on_notify(self, _connection: object, _pid: object, _channel: object, payload: object) -> None:
         self._changed.set()
+        if payload == "cancelled":
+            self._cancelled.set()
 
     def _on_listener_lost(self, *_args: object) -> None:
         self._listener = None

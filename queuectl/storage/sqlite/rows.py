@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from queuectl.config import Settings
 from queuectl.models import (
@@ -22,7 +22,6 @@ from queuectl.models import (
     STORED_INPUT_FIELDS,
     SUMMARY_FIELDS,
     UNSET,
-    AttemptRecord,
     Claim,
     Job,
     JobState,
@@ -30,6 +29,9 @@ from queuectl.models import (
     WorkerInfo,
 )
 from queuectl.records import FieldInfo, fields, set_field
+
+if TYPE_CHECKING:
+    from queuectl.models import AttemptRecord
 
 # --- values --------------------------------------------------------------------------------
 
@@ -83,6 +85,8 @@ def history(text: str) -> tuple[AttemptRecord, ...]:
     if text == "[]":
         return ()
     import json
+
+    from queuectl.models import AttemptRecord  # not at import: `queuectl enqueue` reads no history
 
     return tuple(AttemptRecord.from_dict(entry) for entry in json.loads(text))
 

@@ -35,7 +35,7 @@ def _busy_timeout() -> float:
 BUSY_TIMEOUT_SECONDS = _busy_timeout()
 #: The longest one statement waits in SQLite's own busy handler. It sleeps in C, where neither
 #: Ctrl-C nor a cancellation reaches it, so longer waits (up to ``BUSY_TIMEOUT_SECONDS``) are
-#: made of such slices, retried from Python (``patiently``, ``SqliteStore._patiently``).
+#: made of such slices, retried from Python (``patiently``, ``connection.Database.patiently``).
 BUSY_SLICE_SECONDS = min(0.1, BUSY_TIMEOUT_SECONDS)
 #: The pause between two slices: some SQLITE_BUSY come at once, without the busy handler.
 BUSY_PAUSE_SECONDS = 0.005

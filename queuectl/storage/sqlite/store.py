@@ -1,22 +1,22 @@
 """The default store: one SQLite file, shared safely by many processes (WAL, atomic claims).
 
 Python owns the clock here: every time is ``self.clock()`` (epoch seconds), passed into the
-SQL (``sql``), so tests can move time without sleeping. Claims and what follows them (results,
-releases, live output: ``results``) run on the ``lane``, in the event loop's thread; what users
-hand over (new jobs, settings, retries, cancels: ``operating``) goes through aiosqlite on a
-connection that fsyncs every commit. ``wal`` keeps the write-ahead log bounded.
+SQL (``sql``), so tests can move time without sleeping. Every statement goes through the store's
+``connection.Database``: claims and what follows them (results, releases, live output:
+``results``) run on the ``lane``, in the event loop's thread; what users hand over (new jobs,
+settings, retries, cancels: ``operating``) goes through aiosqlite on a connection that fsyncs
+every commit. ``wal`` keeps the write-ahead log bounded.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import aiosqlite
 import anyio
 
 from queuectl.config import Settings
@@ -35,8 +35,8 @@ from queuectl.models import (
 from queuectl.storage.base import HISTORY_LIMIT, job_filter
 from queuectl.storage.sqlite import results, sql
 from queuectl.storage.sqlite import schema as sqlite_schema
+from queuectl.storage.sqlite.connection import Database
 from queuectl.storage.sqlite.direct import duplicate_of
-from queuectl.storage.sqlite.lane import Lane, fetch_all
 from queuectl.storage.sqlite.operating import Operator
 from queuectl.storage.sqlite.rows import (
     CLAIMED,
@@ -53,112 +53,32 @@ from queuectl.storage.sqlite.rows import (
     worker_from_row,
 )
 from queuectl.storage.sqlite.schema import translate_errors
-from queuectl.storage.sqlite.wal import WalKeeper
 from queuectl.storage.sqlite.watch import ChangeWatcher
 
 Clock = Callable[[], float]
-T = TypeVar("T")
 
 
 class SqliteStore:
     """A job store in one SQLite file. Open it with ``await SqliteStore.open(path)``."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection, lane: Lane, *, clock: Clock) -> None:
-        self.path = path
+    def __init__(self, db: Database, *, clock: Clock) -> None:
+        self.path = db.path
         self.clock = clock
-        self._db = db
-        self._lane = lane  # claims and results: the worker's hot path
-        self._wal = WalKeeper(path, lane)
-        self._durable: aiosqlite.Connection | None = None
-        self._watcher = ChangeWatcher(path)
+        self._db = db  # every statement goes through it: lane, aiosqlite, durable, patiently
+        self._watcher = ChangeWatcher(db.path)
         self._watcher.changed()  # the baseline: changes from now on wake waiters
-        self._operator = Operator(
-            read=self._fetch, write=self._fetch_durably, wake=self._watcher.wake, clock=clock
-        )
+        self._operator = Operator(read=db.fetch, write=db.fetch_durably, wake=self._watcher.wake, clock=clock)
 
     @classmethod
     async def open(cls, path: Path, *, clock: Clock = time.time) -> SqliteStore:
         """Check, create or migrate the file, then connect. Never modifies a foreign file."""
         await anyio.to_thread.run_sync(sqlite_schema.prepare, path)
-        db = await cls._connect(path, durable=False)
-        try:
-            with translate_errors(path):
-                lane = await Lane.open(path)
-        except BaseException:
-            await db.close()
-            raise
-        return cls(path, db, lane, clock=clock)
-
-    @staticmethod
-    async def _connect(path: Path, *, durable: bool) -> aiosqlite.Connection:
-        with translate_errors(path):
-            db = await aiosqlite.connect(
-                path,
-                timeout=sqlite_schema.BUSY_SLICE_SECONDS,  # longer waits: _patiently
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            try:
-                await db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            except BaseException:
-                await db.close()
-                raise
-        return db
+        return cls(await Database.open(path), clock=clock)
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
-            await self._wal.close()
-            for connection in (self._db, self._durable):
-                if connection is not None:
-                    await connection.close()
-            self._durable = None
-            self._lane.close()
+            await self._db.close()
             self._watcher.close()
-
-    async def _durable_db(self) -> aiosqlite.Connection:
-        """The connection that fsyncs each commit: used for what users hand us."""
-        if self._durable is None:
-            self._durable = await self._connect(self.path, durable=True)
-        return self._durable
-
-    async def _fetch(self, statement: str, parameters: Sequence[Any] = ()) -> list[Any]:
-        with translate_errors(self.path):
-            return list(await self._patiently(lambda: self._db.execute_fetchall(statement, parameters)))
-
-    async def _fetch_durably(self, statement: str, parameters: Sequence[Any] = ()) -> list[Any]:
-        db = await self._durable_db()
-        with translate_errors(self.path):
-            return list(await self._patiently(lambda: db.execute_fetchall(statement, parameters)))
-
-    @staticmethod
-    async def _patiently(attempt: Callable[[], Awaitable[T]]) -> T:
-        """``await attempt()``, tried again while the store is locked, up to the busy timeout.
-
-        Each try waits at most ``BUSY_SLICE_SECONDS`` in aiosqlite's thread, where a wait cannot
-        be cancelled: Ctrl-C (asyncio.run cancels) ends a command within a slice, not after the
-        whole busy timeout. ``attempt`` must change nothing when it fails busy, as in
-        ``sqlite_schema.patiently``.
-        """
-        deadline = time.monotonic() + sqlite_schema.BUSY_TIMEOUT_SECONDS
-        while True:
-            try:
-                return await attempt()
-            except sqlite3.OperationalError as error:
-                if not sqlite_schema.is_busy(error) or time.monotonic() >= deadline:
-                    raise
-            await anyio.sleep(sqlite_schema.BUSY_PAUSE_SECONDS)
-
-    async def _fetch_on_lane(
-        self, statement: str, parameters: Sequence[Any] = (), *, writes: bool = True
-    ) -> list[Any]:
-        return await self._on_lane(fetch_all(statement, tuple(parameters)), writes=writes)
-
-    async def _on_lane(self, work: Callable[[sqlite3.Connection], T], *, writes: bool = True) -> T:
-        with translate_errors(self.path):
-            result = await self._lane.run(work)
-        if writes:
-            self._wal.wrote()
-        return result
 
     # --- jobs ------------------------------------------------------------------------------
 
@@ -166,43 +86,37 @@ class SqliteStore:
         if not jobs:
             return []
         rows = insert_rows(jobs, self.clock())
-        db = await self._durable_db()
+        db = await self._db.durable()
         with translate_errors(self.path):
             try:
                 if len(rows) == 1:
-                    await self._patiently(lambda: db.execute_fetchall(INSERT, rows[0]))
+                    await self._db.patiently(lambda: db.execute_fetchall(INSERT, rows[0]))
                 else:
-                    await self._patiently(lambda: db.execute("BEGIN IMMEDIATE"))
+                    await self._db.patiently(lambda: db.execute("BEGIN IMMEDIATE"))
                     try:
                         await db.executemany(INSERT, rows)
                         await db.execute("COMMIT")
                     except BaseException:
                         with anyio.CancelScope(shield=True):
-                            await self._rollback(db)
+                            await self._db.rollback(db)
                         raise
             except sqlite3.IntegrityError as error:
                 raise await self._duplicate_of([job.id for job in jobs]) from error
         self._watcher.wake()
         return [stored_job(row) for row in rows]
 
-    @staticmethod
-    async def _rollback(db: aiosqlite.Connection) -> None:
-        """Roll back unless SQLite already did (see ``schema.rollback``)."""
-        if db.in_transaction:
-            await db.execute("ROLLBACK")
-
     async def _duplicate_of(self, ids: list[str]) -> DuplicateJob:
         with translate_errors(self.path):
-            return await self._lane.run_in_thread(lambda connection: duplicate_of(connection, ids))
+            return await self._db.lane.run_in_thread(lambda connection: duplicate_of(connection, ids))
 
     async def get_job(self, job_id: str) -> Job:
-        rows = await self._fetch(sql.GET_JOB, (job_id,))
+        rows = await self._db.fetch(sql.GET_JOB, (job_id,))
         if not rows:
             raise JobNotFound(f"no job with id {job_id!r}")
         return FULL.job(rows[0])
 
     async def ids_with_prefix(self, prefix: str, *, limit: int) -> list[str]:
-        rows = await self._fetch(sql.IDS_WITH_PREFIX, (prefix, prefix + "\U0010ffff", limit))
+        rows = await self._db.fetch(sql.IDS_WITH_PREFIX, (prefix, prefix + "\U0010ffff", limit))
         return [job_id for (job_id,) in rows if job_id.startswith(prefix)]
 
     async def list_jobs(
@@ -218,29 +132,29 @@ class SqliteStore:
         )
         if limit is not None:
             statement += f" LIMIT {int(limit)}"
-        return [SUMMARY.job(row) for row in await self._fetch(statement, [*states, *queues])]
+        return [SUMMARY.job(row) for row in await self._db.fetch(statement, [*states, *queues])]
 
     async def count_matching(
         self, *, state: JobState | Sequence[JobState] | None = None, queue: str | Sequence[str] | None = None
     ) -> int:
         states, queues = job_filter(state, queue)
         statement = sql.COUNT_MATCHING + sql.job_filter(len(states), len(queues))
-        rows = await self._fetch(statement, [*states, *queues])
+        rows = await self._db.fetch(statement, [*states, *queues])
         return int(rows[0][0])
 
     async def count_jobs(self) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
-        for state, count in await self._fetch(sql.COUNT_JOBS):
+        for state, count in await self._db.fetch(sql.COUNT_JOBS):
             counts[JobState(state)] = count
         return counts
 
     async def earliest_run_at(self) -> datetime | None:
-        rows = await self._fetch(sql.EARLIEST_RUN_AT)
+        rows = await self._db.fetch(sql.EARLIEST_RUN_AT)
         return None if rows[0][0] is None else at(rows[0][0])
 
     async def next_run_at(self, queues: Sequence[str] | None = None) -> float | None:
         queue_list = list(queues or ())
-        rows = await self._fetch_on_lane(sql.next_run_at(len(queue_list)), queue_list, writes=False)
+        rows = await self._db.fetch_on_lane(sql.next_run_at(len(queue_list)), queue_list, writes=False)
         earliest = rows[0][0]
         return None if earliest is None else earliest - self.clock()
 
@@ -252,9 +166,9 @@ class SqliteStore:
         if limit <= 0:
             return []
         statement, parameters = self._claim_parameters(worker_id, queues, limit, lease)
-        rows = await self._fetch_on_lane(statement, parameters, writes=False)
+        rows = await self._db.fetch_on_lane(statement, parameters, writes=False)
         if rows:  # an idle worker's empty claims write nothing
-            self._wal.wrote()
+            self._db.wal.wrote()
         return best_first([CLAIMED.claim(row) for row in rows])
 
     def _claim_parameters(
@@ -267,12 +181,14 @@ class SqliteStore:
     async def renew(self, *, worker_id: str, tokens: Sequence[str], lease: float) -> set[str]:
         if not tokens:
             return set()
-        rows = await self._fetch_on_lane(sql.renew(len(tokens)), (self.clock() + lease, worker_id, *tokens))
+        rows = await self._db.fetch_on_lane(
+            sql.renew(len(tokens)), (self.clock() + lease, worker_id, *tokens)
+        )
         return {row[0] for row in rows}
 
     async def finish(self, claim: Claim, outcome: Outcome) -> bool:
-        accepted = await self._on_lane(results.finish(results.Finishing(claim, outcome, self.clock())))
-        await self._wal.after_result()
+        accepted = await self._db.on_lane(results.finish(results.Finishing(claim, outcome, self.clock())))
+        await self._db.wal.after_result()
         return accepted
 
     async def finish_and_claim(
@@ -289,23 +205,23 @@ class SqliteStore:
             return await self.finish(claim, outcome), []
         finishing = results.Finishing(claim, outcome, self.clock())
         take = self._claim_parameters(worker_id, queues, limit, lease)
-        accepted, rows = await self._on_lane(results.finish_and_claim(finishing, take))
-        await self._wal.after_result()
+        accepted, rows = await self._db.on_lane(results.finish_and_claim(finishing, take))
+        await self._db.wal.after_result()
         return accepted, best_first([CLAIMED.claim(row) for row in rows])
 
     async def release(self, claim: Claim, attempt: AttemptRecord) -> bool:
-        released = await self._on_lane(results.release(claim, attempt, self.clock()))
+        released = await self._db.on_lane(results.release(claim, attempt, self.clock()))
         if released:
             self._watcher.wake()
         return released
 
     async def lapsed_claims(self) -> list[Claim]:
-        return [CLAIMED.claim(row) for row in await self._fetch(sql.LAPSED, (self.clock(),))]
+        return [CLAIMED.claim(row) for row in await self._db.fetch(sql.LAPSED, (self.clock(),))]
 
     async def cancelled_claims(self, tokens: Sequence[str]) -> set[str]:
         if not tokens:
             return set()
-        rows = await self._fetch_on_lane(sql.cancelled_claims(len(tokens)), tokens, writes=False)
+        rows = await self._db.fetch_on_lane(sql.cancelled_claims(len(tokens)), tokens, writes=False)
         return {token for (token,) in rows}
 
     # --- live output -----------------------------------------------------------------------
@@ -322,13 +238,13 @@ class SqliteStore:
         work = results.append_output(
             claim, chunks, progress=progress, keep=keep, lease_end=self.clock() + lease
         )
-        appended = await self._on_lane(work)
+        appended = await self._db.on_lane(work)
         if appended:
             self._watcher.wake()
         return appended
 
     async def live_output(self, job_id: str, *, after: int) -> LiveOutput:
-        rows = await self._fetch(sql.LIVE_OUTPUT, (after, job_id))
+        rows = await self._db.fetch(sql.LIVE_OUTPUT, (after, job_id))
         if not rows:
             raise JobNotFound(f"no job with id {job_id!r}")
         entries, seq = sql.LIVE.extra(rows[0])[:2]
@@ -343,7 +259,7 @@ class SqliteStore:
         return LiveOutput(job=sql.LIVE.job(rows[0]), entries=entries, chunks=chunks)
 
     async def attempt_output(self, job_id: str, entry: int) -> tuple[bytes, bytes]:
-        rows = await self._fetch(sql.ATTEMPT_OUTPUT, (entry, job_id))
+        rows = await self._db.fetch(sql.ATTEMPT_OUTPUT, (entry, job_id))
         if not rows:
             raise JobNotFound(f"no job with id {job_id!r}")
         entries, latest_out, latest_err, earlier_out, earlier_err = rows[0]
@@ -381,16 +297,16 @@ class SqliteStore:
 
     async def has_unfinished(self, queues: Sequence[str] | None) -> bool:
         queue_list = list(queues or ())
-        rows = await self._fetch_on_lane(sql.has_unfinished(len(queue_list)), queue_list, writes=False)
+        rows = await self._db.fetch_on_lane(sql.has_unfinished(len(queue_list)), queue_list, writes=False)
         return bool(rows[0][0])
 
     # --- dead-letter queue -----------------------------------------------------------------
 
     async def retry_dead(self, job_ids: Sequence[str]) -> list[Job]:
         unique = list(dict.fromkeys(job_ids))
-        db = await self._durable_db()
+        db = await self._db.durable()
         with translate_errors(self.path):
-            await self._patiently(lambda: db.execute("BEGIN IMMEDIATE"))
+            await self._db.patiently(lambda: db.execute("BEGIN IMMEDIATE"))
             try:
                 for job_id in unique:
                     found = list(await db.execute_fetchall(sql.STATE_OF, (job_id,)))
@@ -407,54 +323,59 @@ class SqliteStore:
                 await db.execute("COMMIT")
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    await self._rollback(db)
+                    await self._db.rollback(db)
                 raise
         self._watcher.wake()
         return revived
 
     async def retry_all_dead(self) -> list[Job]:
         now = self.clock()
-        rows = await self._fetch_durably(sql.REVIVE_ALL_DEAD, (now, now))
+        rows = await self._db.fetch_durably(sql.REVIVE_ALL_DEAD, (now, now))
         self._watcher.wake()
         return sorted((SUMMARY.job(row) for row in rows), key=lambda job: job.created_at, reverse=True)
 
     # --- settings --------------------------------------------------------------------------
 
     async def settings(self) -> Settings:
-        return settings_from_rows(await self._fetch(SELECT_SETTINGS))
+        return settings_from_rows(await self._db.fetch(SELECT_SETTINGS))
 
     async def stored_settings(self) -> dict[str, str]:
-        return dict(await self._fetch(SELECT_SETTINGS))
+        return dict(await self._db.fetch(SELECT_SETTINGS))
 
     async def set_setting(self, key: str, text: str) -> None:
-        await self._fetch_durably(sql.SET_SETTING, (key, text))
+        await self._db.fetch_durably(sql.SET_SETTING, (key, text))
 
     # --- workers ---------------------------------------------------------------------------
 
     async def register_worker(self, *, worker_id: str, host: str, pid: int) -> None:
         now = self.clock()
-        await self._fetch(sql.REGISTER_WORKER, (worker_id, host, pid, now, now))
+        await self._db.fetch(sql.REGISTER_WORKER, (worker_id, host, pid, now, now))
 
     async def heartbeat(self, *, worker_id: str, running: int) -> bool:
-        rows = await self._fetch(sql.HEARTBEAT, (self.clock(), running, worker_id))
+        rows = await self._db.fetch(sql.HEARTBEAT, (self.clock(), running, worker_id))
         return bool(rows and rows[0][0])
 
     async def stop_requested(self, worker_id: str) -> bool:
-        rows = await self._fetch(sql.STOP_REQUESTED, (worker_id,))
+        rows = await self._db.fetch(sql.STOP_REQUESTED, (worker_id,))
         return bool(rows and rows[0][0])
 
     async def unregister_worker(self, worker_id: str) -> None:
-        await self._fetch(sql.UNREGISTER_WORKER, (worker_id,))
+        await self._db.fetch(sql.UNREGISTER_WORKER, (worker_id,))
 
     async def list_workers(self, *, stale_after: float) -> list[WorkerInfo]:
         return [
-            worker_from_row(row) for row in await self._fetch(sql.LIVE_WORKERS, (self.clock() - stale_after,))
+            worker_from_row(row)
+            for row in await self._db.fetch(sql.LIVE_WORKERS, (self.clock() - stale_after,))
         ]
 
     async def request_stop(self, *, stale_after: float) -> int:
-        return len(await self._fetch_durably(sql.REQUEST_STOP, (self.clock() - stale_after,)))
+        return len(await self._db.fetch_durably(sql.REQUEST_STOP, (self.clock() - stale_after,)))
 
     # --- wake-ups --------------------------------------------------------------------------
 
     async def wait_for_change(self, timeout: float) -> None:
         await self._watcher.wait(timeout)
+
+    async def wait_for_cancel(self, timeout: float) -> None:
+        # No notifications here: every change to the file would wake it, so workers just poll.
+        await anyio.sleep(timeout)
