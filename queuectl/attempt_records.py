@@ -19,6 +19,7 @@ from queuectl.models import Job, JobState, json_value, parse_isoformat
 from queuectl.records import Record, record, set_field
 
 __all__ = (
+    "AttemptEntry",
     "AttemptOutcome",
     "AttemptRecord",
     "AttemptResult",
@@ -135,7 +136,7 @@ class Decision(Record):
 
 class Outcome(Record):
     """What to record when an attempt ends: the policy's decision, the attempt's result, and
-    its ``history`` entry (``attempt``).
+    its ``history`` entry (the ``AttemptEntry`` fields, or ``attempt`` as a record).
 
     The policy decides; the store only writes. The worker pairs them with ``Outcome.of``,
     without copying the result; the keyword form takes plain values (``state=``, ``exit_code=``,
@@ -148,11 +149,13 @@ class Outcome(Record):
     costs nothing to a job that ended before its first flush).
     """
 
-    __slots__ = ("attempt", "decision", "result", "streamed")
+    __slots__ = ("decision", "given_outcome", "host", "result", "streamed", "worker")
 
     decision: Decision
     result: AttemptResult
-    attempt: AttemptRecord
+    worker: str | None
+    host: str | None
+    given_outcome: AttemptOutcome | None
     streamed: bool
 
     def __init__(
@@ -236,6 +239,58 @@ class Outcome(Record):
     def stderr(self) -> bytes:
         return self.result.stderr
 
+    # The history entry's fields, read where they are: an ``Outcome`` is an ``AttemptEntry``, so
+    # a store writes the entry without an ``AttemptRecord`` made for every attempt.
+
+    @property
+    def pid(self) -> int | None:
+        return self.result.pid
+
+    @property
+    def outcome(self) -> AttemptOutcome:
+        """The history's word for the attempt: as given, else ``cancelled`` when the decision
+        is, else what ``result.error`` says (``AttemptOutcome.of``)."""
+        if self.given_outcome is not None:
+            return self.given_outcome
+        if self.decision.state is JobState.CANCELLED:
+            return AttemptOutcome.CANCELLED
+        return AttemptOutcome.of(self.result.error)
+
+    @property
+    def attempt(self) -> AttemptRecord:
+        """The history entry this outcome appends, as a record."""
+        return AttemptRecord(
+            worker=self.worker,
+            host=self.host,
+            pid=self.pid,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            exit_code=self.exit_code,
+            outcome=self.outcome,
+            error=self.error,
+        )
+
+
+class AttemptEntry(Protocol):
+    """What a store reads to write a history entry: an ``AttemptRecord``, or an ``Outcome``."""
+
+    @property
+    def worker(self) -> str | None: ...
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def outcome(self) -> AttemptOutcome: ...
+    @property
+    def error(self) -> str | None: ...
+
 
 def _fill_outcome(
     made: Outcome,
@@ -246,22 +301,11 @@ def _fill_outcome(
     outcome: AttemptOutcome | None,
     streamed: bool,
 ) -> None:
-    if outcome is None:
-        cancelled = decision.state is JobState.CANCELLED
-        outcome = AttemptOutcome.CANCELLED if cancelled else AttemptOutcome.of(result.error)
-    attempt = AttemptRecord(
-        worker=worker,
-        host=host,
-        pid=result.pid,
-        started_at=result.started_at,
-        finished_at=result.finished_at,
-        exit_code=result.exit_code,
-        outcome=outcome,
-        error=result.error,
-    )
     set_field(made, "decision", decision)
     set_field(made, "result", result)
-    set_field(made, "attempt", attempt)
+    set_field(made, "worker", worker)
+    set_field(made, "host", host)
+    set_field(made, "given_outcome", outcome)
     set_field(made, "streamed", streamed)
 
 

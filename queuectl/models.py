@@ -15,6 +15,7 @@ from queuectl.records import Record, field, fields, record
 
 if TYPE_CHECKING:
     from queuectl.attempt_records import (
+        AttemptEntry,
         AttemptOutcome,
         AttemptRecord,
         AttemptResult,
@@ -49,6 +50,7 @@ __all__ = (
     "json_value",
     "parse_isoformat",
     # the records of attempts (``attempt_records``)
+    "AttemptEntry",
     "AttemptOutcome",
     "AttemptRecord",
     "AttemptResult",
@@ -250,6 +252,7 @@ class QueueStatus(Record):
 #: The names ``attempt_records`` holds: imported on first use (``__getattr__``).
 _ATTEMPT_RECORDS = frozenset(
     {
+        "AttemptEntry",
         "AttemptOutcome",
         "AttemptRecord",
         "AttemptResult",

@@ -143,10 +143,18 @@ async def run_command(
     return _result(transport.get_returncode(), capture, group, timeout, started_at, _now(clock), pid)
 
 
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
 def _environment(env: Mapping[str, str], base_env: Mapping[bytes, bytes] | None) -> dict[bytes, bytes]:
     """``env`` over the inherited environment, encoded as the system encodes it (``ValueError``
     for what cannot be encoded)."""
-    extra = {os.fsencode(key): os.fsencode(value) for key, value in env.items()}
+    # str.encode as os.fsencode does it, without its Python-level call per key and value.
+    extra = {
+        key.encode(_FS_ENCODING, _FS_ERRORS): value.encode(_FS_ENCODING, _FS_ERRORS)
+        for key, value in env.items()
+    }
     return {**(os.environb if base_env is None else base_env), **extra}
 
 

@@ -237,7 +237,7 @@ def finish_work(claim: Claim, outcome: Outcome, channel: str) -> tuple[Work[bool
         outcome.stderr,
         seconds(outcome.retry_in),
         channel,
-        *entry_arguments(outcome.attempt),
+        *entry_arguments(outcome),
     )
 
     async def write(connection: Connection, retried: bool) -> bool:

@@ -18,6 +18,7 @@ from queuectl.models import (
     SETTING_DEFAULTS,
     SUMMARY_FIELDS,
     UNSET,
+    AttemptEntry,
     AttemptRecord,
     Claim,
     Job,
@@ -138,7 +139,7 @@ def insert_arguments(jobs: Sequence[NewJob]) -> list[list[Any]]:
     return arrays
 
 
-def entry_arguments(attempt: AttemptRecord) -> tuple[Any, ...]:
+def entry_arguments(attempt: AttemptEntry) -> tuple[Any, ...]:
     """The parameters of a history entry (``results.ENTRY_PARAMETERS``): its fields, in order."""
     return (
         attempt.worker,

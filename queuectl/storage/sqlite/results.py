@@ -20,7 +20,7 @@ from json.encoder import encode_basestring
 from operator import attrgetter
 from typing import Any, TypeVar
 
-from queuectl.models import AttemptRecord, Claim, JobState, Outcome
+from queuectl.models import AttemptEntry, AttemptRecord, Claim, JobState, Outcome
 from queuectl.records import fields
 from queuectl.storage.sqlite import schema as sqlite_schema
 from queuectl.storage.sqlite import sql
@@ -70,8 +70,9 @@ _attempt_values = attrgetter(
 )
 
 
-def attempt_json(attempt: AttemptRecord) -> str:
-    """``attempt`` as the JSON text of ``AttemptRecord.to_dict()``, which the history stores.
+def attempt_json(attempt: AttemptEntry) -> str:
+    """``attempt`` (an ``AttemptRecord``, or the ``Outcome`` that appends it) as the JSON text of
+    ``AttemptRecord.to_dict()``, which the history stores.
 
     Made here, in one expression, because it is made for every attempt on the worker's hot
     path: ``json.dumps(attempt.to_dict())`` costs twice as much, and having SQLite build the
@@ -115,7 +116,7 @@ class Finishing:
     def __init__(self, claim: Claim, outcome: Outcome, now: float) -> None:
         self._key = (claim.job.id, claim.token)
         self._streamed = outcome.streamed
-        entry = attempt_json(outcome.attempt)
+        entry = attempt_json(outcome)
         state = outcome.state
         if state is JobState.CANCELLED:
             self._statement = sql.FINISH_CANCELLED
