@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from helpers import Cli, Result, invoke, is_postgres
+from helpers import DEADLINE, Cli, Result, Workers, invoke, is_postgres
 
 from queuectl.storage import Store, open_store
 
@@ -114,3 +116,18 @@ def cli(cli_target: str) -> Cli:
         return invoke("--db", cli_target, *args, input=input)
 
     return run
+
+
+@pytest.fixture
+def workers() -> Iterator[Workers]:
+    """Workers the test starts: stopped at the end if still running."""
+    started: Workers = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(DEADLINE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

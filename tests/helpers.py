@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: Generous: catches a hang without racing a loaded 2-core machine.
 DEADLINE = 60.0
+#: Worker processes a test starts (the ``workers`` fixture stops them).
+Workers = list[subprocess.Popen[str]]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE, what: str = "condition") -> None:

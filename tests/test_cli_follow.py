@@ -22,6 +22,7 @@ import pytest
 from helpers import (
     DEADLINE,
     Cli,
+    Workers,
     assert_error,
     block_on,
     exit_code_within,
@@ -107,24 +108,6 @@ def followers() -> Iterator[list[Follower]]:
     yield started
     for follower in started:
         follower.close()
-
-
-Workers = list[subprocess.Popen[str]]
-
-
-@pytest.fixture
-def workers() -> Iterator[Workers]:
-    """Workers the test starts: stopped at the end if still running."""
-    started: Workers = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(DEADLINE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def enqueue(cli: Cli, command: str, *options: str) -> str:

@@ -7,16 +7,15 @@ running job by a real worker process, its command blocked on a file the test nev
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import (
     DEADLINE,
     Cli,
+    Workers,
     assert_error,
     block_on,
     job_ids,
@@ -30,24 +29,8 @@ from helpers import (
     wait_until,
 )
 
-Workers = list[subprocess.Popen[str]]
 #: The installed ``queuectl`` the completion scripts call back.
 SCRIPT = Path(sys.executable).parent / "queuectl"
-
-
-@pytest.fixture
-def workers() -> Iterator[Workers]:
-    """Workers the test starts: stopped at the end if still running."""
-    started: Workers = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(DEADLINE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def state(target: str, job_id: str) -> str:

@@ -17,6 +17,7 @@ import pytest
 from helpers import (
     DEADLINE,
     Cli,
+    Workers,
     assert_error,
     assert_wrote_nothing,
     block_on,
@@ -34,29 +35,12 @@ if TYPE_CHECKING:
 
 FAST = {"backoff_base": "1", "backoff_max": "0.01", "poll_interval": "0.05"}
 
-Workers = list[subprocess.Popen[str]]
-
 
 @pytest.fixture
 def target(cli: Cli, cli_target: str) -> str:
     for key, value in FAST.items():
         ok(cli("config", "set", key, value))
     return cli_target
-
-
-@pytest.fixture
-def workers() -> Iterator[Workers]:
-    """Workers the test starts: stopped at the end if still running."""
-    started: Workers = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(DEADLINE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture

@@ -359,7 +359,8 @@ class WorkerPool:
                 return
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: it may swallow a cancel
+                    await self._wake.wait()
             except TimeoutError:
                 return
 

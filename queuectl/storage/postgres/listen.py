@@ -27,6 +27,15 @@ def channel_name(schema: str | None) -> str:
     return name.encode("utf-8")[:63].decode("utf-8", errors="ignore")
 
 
+async def _wait_at_most(event: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event``, ``timeout`` seconds at most. Not ``asyncio.wait_for``: on Python 3.11
+    it can swallow a cancellation that comes as the event is set, and a task that loops on
+    these waits then never ends."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(timeout, 0.0)):
+            await event.wait()
+
+
 class Listener:
     """Waits for NOTIFYs on ``channel`` over its own connection to ``url`` (not a pooled one)."""
 
@@ -48,8 +57,7 @@ class Listener:
         self._keep_listening()
         changed = self._changed
         if not changed.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), max(timeout, 0.0))
+            await _wait_at_most(changed, timeout)
         if changed.is_set() and self._changed is changed:
             self._changed = asyncio.Event()  # consumed: the next wait waits for a new change
 
@@ -59,8 +67,7 @@ class Listener:
         self._keep_listening()
         cancelled = self._cancelled
         if not cancelled.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(cancelled.wait(), max(timeout, 0.0))
+            await _wait_at_most(cancelled, timeout)
         if self._cancelled is cancelled and cancelled.is_set():
             self._cancelled = asyncio.Event()
 
