@@ -12,7 +12,7 @@ queuectl does.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from queuectl.models import Job, JobState, json_value, parse_isoformat
@@ -82,12 +82,19 @@ class AttemptRecord(Record):
             worker=data.get("worker"),
             host=data.get("host"),
             pid=data.get("pid"),
-            started_at=parse_isoformat(data.get("started_at")),
-            finished_at=parse_isoformat(data.get("finished_at")),
+            started_at=_moment(data.get("started_at")),
+            finished_at=_moment(data.get("finished_at")),
             exit_code=data.get("exit_code"),
             outcome=AttemptOutcome(data["outcome"]),
             error=data.get("error"),
         )
+
+
+def _moment(value: str | float | None) -> datetime | None:
+    """A stored entry's time: ISO text, or epoch seconds (``storage/sqlite/history``)."""
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return parse_isoformat(value)
 
 
 class AttemptResult(Protocol):

@@ -213,7 +213,10 @@ def test_statements_follow_the_job_field_table() -> None:
     from queuectl.storage.postgres import sql
 
     assert sql.JOB_COLUMNS.split(", ") == list(SUMMARY_FIELDS)
-    assert sql.FULL_COLUMNS.split(", ") == list(JOB_FIELDS)
+    # Every field by its column's name; the history is made of the array and the latest entry.
+    from queuectl.storage.postgres.history import HISTORY
+
+    assert ", ".join(f"{HISTORY} AS history" if f == "history" else f for f in JOB_FIELDS) == sql.FULL_COLUMNS
     # Every input field is inserted: as given, or (run_at, delay) as the server's now() + delay.
     assert set(sql.INSERT_FIELDS) == set(INPUT_FIELDS)
     assert sql.INSERT_FIELDS[-2:] == ("run_at", "delay")

@@ -151,6 +151,39 @@ async def test_a_version_1_store_migrates_with_its_jobs(postgres_target: str, co
         await store.close()
 
 
+async def test_a_version_2_store_migrates_with_its_history(postgres_target: str, connection: Any) -> None:
+    for migration in schema._MIGRATIONS[:2]:
+        await connection.execute(migration)
+    await connection.execute("CREATE TABLE queuectl_schema (version integer NOT NULL)")
+    await connection.execute("INSERT INTO queuectl_schema (version) VALUES (2)")
+    at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    entry = (
+        '{"worker": "w-old", "host": "old-host", "pid": 41,'
+        ' "started_at": "2030-01-02T03:04:05.678901Z", "finished_at": "2030-01-02T03:04:05.678901Z",'
+        ' "exit_code": 0, "outcome": "completed", "error": null}'
+    )
+    await connection.execute(
+        "INSERT INTO jobs (id, command, queue, priority, timeout, max_retries, run_at, state, attempts,"
+        " created_at, updated_at, finished_at, stdout, history, entries) VALUES ('done', 'true',"
+        " 'default', 0, NULL, 3, $1, 'completed', 1, $1, $1, $1, 'old', $2::jsonb, 1)",
+        at,
+        f"[{entry}]",
+    )
+    store = await PostgresStore.open(postgres_target)
+    try:
+        (before,) = (await store.get_job("done")).history
+        assert (before.worker, before.host, before.pid, before.started_at) == ("w-old", "old-host", 41, at)
+        await store.retry_job("done")
+        assert await store.finish(await claim_one(store), ended(JobState.FAILED, b"2nd"))
+        assert await store.finish(await claim_one(store), ended(JobState.COMPLETED, b"3rd"))
+        history = (await store.get_job("done")).history
+        assert history[0] == before
+        assert [entry.outcome for entry in history[1:]] == [AttemptOutcome.FAILED, AttemptOutcome.COMPLETED]
+        assert [(await store.attempt_output("done", n))[0] for n in (1, 2, 3)] == [b"old", b"2nd", b"3rd"]
+    finally:
+        await store.close()
+
+
 # --- statements and plans ------------------------------------------------------------------------
 
 
@@ -189,6 +222,9 @@ async def test_only_a_later_entry_moves_the_output_before_it(store: PostgresStor
     assert claim.job.finished_at is None  # the store takes the plain path by this
     assert await store.finish(claim, ended(JobState.FAILED, b"first\n"))
     assert await connection.fetchval("SELECT count(*) FROM job_outputs") == 0
+    # Its entry is in the latest entry's columns, not yet appended to the array.
+    kept = await connection.fetchrow("SELECT history::text, attempt_outcome FROM jobs WHERE id = 'a'")
+    assert tuple(kept) == ("[]", "failed")
     claim = await claim_one(store)
     assert claim.job.finished_at is not None
     accepted, _ = await store.finish_and_claim(

@@ -20,7 +20,7 @@ def make_version_1_store(path: Path) -> None:
     connection.execute("PRAGMA journal_mode = WAL")
     connection.execute("CREATE TABLE queuectl_schema (version INTEGER NOT NULL)")
     connection.execute("INSERT INTO queuectl_schema (version) VALUES (1)")
-    for statement in sqlite_schema._MIGRATIONS[0].split(";"):
+    for statement in sqlite_schema.MIGRATIONS[0].split(";"):
         if statement.strip():
             connection.execute(statement)
     connection.execute(

@@ -5,6 +5,7 @@ store has (its migrations, its tables) at the end."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,8 +18,12 @@ from queuectl.enqueue import check, resolve
 from queuectl.errors import JobNotFound, JobStateConflict
 from queuectl.models import AttemptOutcome, AttemptRecord, Claim, JobState, NewJob, Outcome
 from queuectl.purging import purge
+from queuectl.records import fields
 from queuectl.storage import Store, open_store
 from queuectl.storage.base import HISTORY_LIMIT
+from queuectl.storage.sqlite import history as sqlite_history
+from queuectl.storage.sqlite import schema as sqlite_schema
+from queuectl.storage.sqlite.schema import SCHEMA_VERSION
 
 LONG_LEASE = 300.0
 
@@ -153,9 +158,11 @@ async def test_ids_with_prefix_is_a_sorted_range(store: Store) -> None:
 async def test_history_keeps_every_attempt_and_its_output(store: Store) -> None:
     await store.add_jobs([new("a", max_retries=5)])
     await run_once(store, "a", ended(JobState.FAILED, stdout=b"one\xff", stderr=b"e1", exit_code=3))
+    (first,) = (await store.get_job("a")).history
     await run_once(store, "a", ended(JobState.FAILED, exit_code=4))  # no output at all
     await run_once(store, "a", ended(JobState.COMPLETED, stdout=b"three", worker="w2"))
     job = await store.get_job("a")
+    assert job.history[0] == first  # the same entry, to the microsecond, once others followed
     assert job.state is JobState.COMPLETED and job.attempts == 3
     assert [(entry.outcome, entry.exit_code, entry.error, entry.worker) for entry in job.history] == [
         (AttemptOutcome.FAILED, 3, "exit code 3", "w1"),
@@ -228,6 +235,8 @@ async def test_cancel_a_waiting_job(store: Store) -> None:
     for job_id in ("pending", "failed"):
         job = await store.cancel_job(job_id)
         assert (job.id, job.state, job.last_error) == (job_id, JobState.CANCELLED, "cancelled")
+    # The failed attempt's entry keeps its own error.
+    assert [entry.error for entry in (await store.get_job("failed")).history] == ["exit code 1"]
     assert await store.claim(worker_id="w", queues=None, limit=5, lease=LONG_LEASE) == []
     assert await store.lapsed_claims() == []
     assert (await store.count_jobs())[JobState.CANCELLED] == 2
@@ -556,6 +565,9 @@ async def test_sqlite_keeps_earlier_output_only_when_there_is_some(sqlite_target
         await store.add_jobs([new("a", max_retries=5)])
         await run_once(store, "a", ended(JobState.FAILED, stdout=b"one"))
         assert _count(sqlite_target, "job_outputs") == 0  # a first attempt moves nothing
+        with closing(sqlite3.connect(sqlite_target)) as connection:
+            kept = connection.execute("SELECT history, attempt_outcome FROM jobs WHERE id = 'a'").fetchone()
+        assert kept == ("[]", "failed")  # nor does it append its entry to the array
         await run_once(store, "a", ended(JobState.FAILED))
         assert _count(sqlite_target, "job_outputs") == 1
         await run_once(store, "a", ended(JobState.FAILED, stdout=b"three"))
@@ -670,5 +682,49 @@ async def test_sqlite_store_of_schema_version_2_is_migrated_with_its_jobs(sqlite
     finally:
         await store.close()
     with sqlite3.connect(sqlite_target) as connection:
-        assert connection.execute("SELECT version FROM queuectl_schema").fetchone() == (3,)
+        assert connection.execute("SELECT version FROM queuectl_schema").fetchone() == (SCHEMA_VERSION,)
     connection.close()
+
+
+def test_sqlite_history_entries_have_every_field_of_an_attempt_record() -> None:
+    assert tuple(info.name for info in fields(AttemptRecord)) == sqlite_history.ENTRY_KEYS
+
+
+#: An entry as version 3 of the SQLite store wrote it: times as ISO text.
+VERSION_3_ENTRY = (
+    '{"worker":"w-old","host":"old-host","pid":41,"started_at":"2023-11-14T22:13:20.500000Z",'
+    '"finished_at":"2023-11-14T22:13:21.000000Z","exit_code":0,"outcome":"completed","error":null}'
+)
+
+
+async def test_sqlite_store_of_schema_version_3_keeps_its_history(sqlite_target: str) -> None:
+    with sqlite3.connect(sqlite_target) as connection:
+        connection.executescript(VERSION_2)
+        connection.executescript(sqlite_schema.MIGRATIONS[2])
+        connection.execute("UPDATE queuectl_schema SET version = 3")
+        stored = f"[{VERSION_3_ENTRY}]"
+        connection.execute("UPDATE jobs SET history = ?, entries = 1 WHERE id = 'done'", (stored,))
+    connection.close()
+    store = await open_store(sqlite_target)
+    try:
+        (before,) = (await store.get_job("done")).history
+        assert (before.worker, before.host, before.pid, before.outcome) == (
+            "w-old",
+            "old-host",
+            41,
+            AttemptOutcome.COMPLETED,
+        )
+        assert before.started_at == datetime.fromtimestamp(1700000000.5, UTC)
+        await store.retry_job("done")
+        await run_once(store, "done", ended(JobState.FAILED, error="exit code 1", retry_in=0, stdout=b"2nd"))
+        await run_once(store, "done", ended(JobState.COMPLETED, stdout=b"3rd"))
+        history = (await store.get_job("done")).history
+        assert history[0] == before
+        assert [entry.outcome for entry in history[1:]] == [AttemptOutcome.FAILED, AttemptOutcome.COMPLETED]
+        assert [await store.attempt_output("done", n) for n in (1, 2, 3)] == [
+            (b"hi\n", b""),
+            (b"2nd", b""),
+            (b"3rd", b""),
+        ]
+    finally:
+        await store.close()

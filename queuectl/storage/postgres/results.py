@@ -3,9 +3,9 @@
 Each is one statement (one round trip, one transaction), conditional on the claim's token, and
 each is work for ``Database.run`` that checks, after a lost reply, what its first try did.
 
-An attempt becomes a history entry in the statement that records it: the server builds the
-entry from plain parameters (``_entry``) and appends it to the row's ``history``; the row's
-output becomes that entry's, and the entry before it moves its output to ``job_outputs`` in
+An attempt becomes a history entry in the statement that records it (``history``: a plain
+result's in the latest entry's columns, any other appended to the array); the row's output
+becomes that entry's, and the entry before it moves its output to ``job_outputs`` in
 the same statement. The plain result (a job's first attempt, no live output) needs none of
 that: its statement is the update alone (``finish(first=True)``). Which jobs may have an
 earlier entry is known without reading the row: every write that appends an entry sets
@@ -19,46 +19,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from queuectl.models import AttemptRecord, Claim, Outcome
-from queuectl.records import fields
 from queuectl.storage.base import HISTORY_LIMIT
-from queuectl.storage.postgres import sql
+from queuectl.storage.postgres import history, sql
 from queuectl.storage.postgres.connection import Work
 from queuectl.storage.postgres.rows import entry_arguments, seconds
 from queuectl.storage.postgres.schema import Connection
 
 # --- results: a history entry each ---------------------------------------------------------------
-
-#: How a history entry's timestamps read in JSON: as ``queuectl.models.isoformat`` writes them.
-_ISO_UTC = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
-#: The parameter types of the kinds of value an ``AttemptRecord`` field holds.
-_ENTRY_TYPES = {"str": "text", "int": "integer", "AttemptOutcome": "text", "datetime": "timestamptz"}
-
-
-def _entry(first: int) -> str:
-    """A history entry as a jsonb object built from parameters ``$first``... (``ENTRY_PARAMETERS``
-    of them, the fields of ``AttemptRecord`` in order: ``rows.entry_arguments``), the keys of
-    ``AttemptRecord.to_dict``. Built by the server: no JSON to write on the worker's hot path."""
-    pairs = []
-    for number, info in enumerate(fields(AttemptRecord), first):
-        kind = info.annotation.split("|")[0].strip()
-        value = f"${number}::{_ENTRY_TYPES[kind]}"
-        if kind == "datetime":
-            value = f"to_char({value} AT TIME ZONE 'UTC', {_ISO_UTC})"
-        pairs.append(f"'{info.name}', {value}")
-    return f"jsonb_build_object({', '.join(pairs)})"
-
-
-ENTRY_PARAMETERS = len(fields(AttemptRecord))
-
-
-def _appended(first: int, *, trimmed: bool = True) -> str:
-    """``history`` with the entry of parameters ``$first``... appended, the latest ``HISTORY_LIMIT``
-    kept (``trimmed``; a job's first entry needs no trimming)."""
-    if not trimmed:
-        return f"history || {_entry(first)}"
-    return f"""CASE WHEN jsonb_array_length(history) < {HISTORY_LIMIT} THEN history
-            ELSE jsonb_path_query_array(history, '$[last - {HISTORY_LIMIT - 2} to last]') END
-        || {_entry(first)}"""
 
 
 def _entry_written(written: str) -> str:
@@ -87,7 +54,14 @@ def _entry_written(written: str) -> str:
 def _record(*, first: bool) -> str:
     """Records an attempt's outcome if the claim ($1, $2) still holds the job: a ``processing``
     one, or, for a ``cancelled`` outcome, a ``cancelled`` one (only the entry, its output, the end
-    time and the claim change then). The history entry is ``$12``...``$19``."""
+    time and the claim change then). The history entry is ``$12``...``$19``: in the latest
+    entry's columns (``history``; ``first``: the job has no entry to fold into the array first),
+    but for a ``cancelled`` outcome, whose exit code and error are not the row's."""
+    kept = "history" if first else history.FOLDED
+    latest = [
+        f"CASE WHEN $3::text = 'cancelled' THEN NULL ELSE {value} END"
+        for value in ("$12::text", "$13::text", "$14::integer", "$15::timestamptz", "$18::text")
+    ]
     return f"""
     UPDATE jobs SET state = $3::text,
         exit_code = CASE WHEN $3::text = 'cancelled' THEN exit_code ELSE $4::integer END,
@@ -95,7 +69,10 @@ def _record(*, first: bool) -> str:
         started_at = coalesce($6, started_at), finished_at = $7, stdout = $8, stderr = $9,
         run_at = CASE WHEN $3::text = 'failed' THEN now() + $10::float8 * interval '1 second'
                       ELSE run_at END,
-        history = {_appended(12, trimmed=not first)}, entries = entries + 1,
+        history = CASE WHEN $3::text = 'cancelled' THEN {history.FOLDED} || {history.entry(12)}
+                       ELSE {kept} END,
+        attempt_worker = {latest[0]}, attempt_host = {latest[1]}, attempt_pid = {latest[2]},
+        attempt_started = {latest[3]}, attempt_outcome = {latest[4]}, entries = entries + 1,
         worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE id = $1 AND claim_token = $2
         AND state = CASE WHEN $3::text = 'cancelled' THEN 'cancelled' ELSE 'processing' END
@@ -104,7 +81,7 @@ def _record(*, first: bool) -> str:
 
 
 #: How many parameters ``FINISH`` takes: a claim after it starts at the next.
-FINISH_PARAMETERS = 11 + ENTRY_PARAMETERS
+FINISH_PARAMETERS = 11 + history.ENTRY_PARAMETERS
 
 
 def _recorded(*, first: bool, streamed: bool) -> str:
@@ -162,17 +139,19 @@ WITH back AS (
         attempts = greatest(attempts - 1, 0),
         started_at = coalesce(${3 + 3}::timestamptz, started_at),
         finished_at = coalesce(${3 + 4}::timestamptz, now()),
-        stdout = '', stderr = '', history = {_appended(3)}, entries = entries + 1,
+        stdout = '', stderr = '', {history.append(3)},
         worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE id = $1 AND claim_token = $2 AND state IN ('processing', 'cancelled')
     RETURNING entries
 ), {_entry_written("back")}, dropped AS (
     DELETE FROM job_chunks WHERE EXISTS (SELECT FROM back) AND job_id = $1
 )
-SELECT pg_notify(${3 + ENTRY_PARAMETERS}, 'released') FROM back
+SELECT pg_notify(${3 + history.ENTRY_PARAMETERS}, 'released') FROM back
 """
 #: Whether a release whose reply was lost committed: the job is unheld, that entry ($2...) its last.
-RELEASED_AS = f"SELECT 1 FROM jobs WHERE id = $1 AND claim_token IS NULL AND history -> -1 = {_entry(2)}"
+RELEASED_AS = (
+    f"SELECT 1 FROM jobs WHERE id = $1 AND claim_token IS NULL AND history -> -1 = {history.entry(2)}"
+)
 
 # --- live output ---------------------------------------------------------------------------------
 

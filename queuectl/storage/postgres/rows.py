@@ -140,7 +140,7 @@ def insert_arguments(jobs: Sequence[NewJob]) -> list[list[Any]]:
 
 
 def entry_arguments(attempt: AttemptEntry) -> tuple[Any, ...]:
-    """The parameters of a history entry (``results.ENTRY_PARAMETERS``): its fields, in order."""
+    """The parameters of a history entry (``history.ENTRY_PARAMETERS``): its fields, in order."""
     return (
         attempt.worker,
         attempt.host,

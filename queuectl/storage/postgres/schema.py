@@ -145,6 +145,16 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX job_chunks_job ON job_chunks (job_id, seq);
     """,
+    # 3: the latest history entry of a plain result in columns, not appended to the jsonb array
+    # (``history``): what a job's first attempt writes costs less.
+    """
+    ALTER TABLE jobs
+        ADD COLUMN attempt_worker text,
+        ADD COLUMN attempt_host text,
+        ADD COLUMN attempt_pid integer,
+        ADD COLUMN attempt_started timestamptz,
+        ADD COLUMN attempt_outcome text;  -- NULL: the latest entry, if any, is the array's last
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

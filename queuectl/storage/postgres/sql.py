@@ -12,13 +12,14 @@ import re
 
 from queuectl.models import JOB_FIELDS, STORED_INPUT_FIELDS, SUMMARY_FIELDS, Job, NewJob, WorkerInfo
 from queuectl.records import FieldInfo, fields
+from queuectl.storage.postgres.history import FOLD, HISTORY
 
 # --- columns ---------------------------------------------------------------------------------
 
 #: What lists and claims read: every job field but the output tails.
 JOB_COLUMNS = ", ".join(SUMMARY_FIELDS)
-#: What ``get_job`` reads: every job field.
-FULL_COLUMNS = ", ".join(JOB_FIELDS)
+#: What ``get_job`` reads: every job field (the history is partly in other columns: ``history``).
+FULL_COLUMNS = ", ".join(f"{HISTORY} AS history" if name == "history" else name for name in JOB_FIELDS)
 #: A claimed job: its fields, its place in the claim order and the token that guards it.
 CLAIM_COLUMNS = JOB_COLUMNS + ", seq, claim_token"
 WORKER_COLUMNS = ", ".join(info.name for info in fields(WorkerInfo))
@@ -191,10 +192,11 @@ IDS_WITH_PREFIX = "SELECT id FROM jobs WHERE id >= $1 AND id < $1 || chr(1114111
 STATE_AND_HOLD = "SELECT state, claim_token IS NOT NULL AS held FROM jobs WHERE id = $1"
 
 #: Unfinished jobs become ``cancelled``; a ``processing`` one stays held by its claim, so that its
-#: worker sees it (``CANCELLED_CLAIMS``), kills the command and records the attempt.
+#: worker sees it (``CANCELLED_CLAIMS``), kills the command and records the attempt. The latest
+#: entry's error may be ``last_error``, so the entry is folded into the array first.
 _CANCEL = f"""
 WITH cancelled AS (
-    UPDATE jobs SET state = 'cancelled', last_error = 'cancelled', updated_at = now()
+    UPDATE jobs SET state = 'cancelled', last_error = 'cancelled', {FOLD}, updated_at = now()
     WHERE state IN ('pending', 'failed', 'processing') AND {{which}}
     RETURNING {JOB_COLUMNS}, seq
 ), wake AS (SELECT pg_notify($1, 'cancelled'))

@@ -4,8 +4,8 @@ Each is work for the ``lane`` (a function of the connection, run in the event lo
 one transaction, whose every write is conditional on the claim's token.
 
 The plain result (a job's first attempt, no live output) stays one statement, as it was before
-jobs had a history: the entry (``attempt_json``) is appended by the same UPDATE that records the
-result. Only a job that may have an earlier entry moves that entry's output aside first
+jobs had a history: the same UPDATE that records the result keeps its entry in the latest entry's
+columns (``history``). Only a job that may have an earlier entry moves that entry's output aside first
 (``sql.move_output``), in the same transaction. Which jobs may have one is known without reading
 the row: every write that appends an entry sets ``finished_at`` (``sql.FINISH``,
 ``FINISH_CANCELLED``, ``RELEASE``), so a claimed job whose ``finished_at`` is still unset has none.
@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from json.encoder import encode_basestring
-from operator import attrgetter
 from typing import Any, TypeVar
 
 from queuectl.models import AttemptEntry, AttemptRecord, Claim, JobState, Outcome
-from queuectl.records import fields
 from queuectl.storage.sqlite import schema as sqlite_schema
 from queuectl.storage.sqlite import sql
+from queuectl.storage.sqlite.history import time_text
 from queuectl.storage.sqlite.rows import epoch
 
 #: The rows a statement returned; a statement with its parameters (the claim that follows a result).
@@ -39,70 +36,18 @@ _MOVE_IF_HELD = sql.move_output("'processing', 'cancelled'")
 # --- history entries ---------------------------------------------------------------------------
 
 
-#: The second ``_json_moment`` wrote last, and its text up to the microseconds: attempts start
-#: and end many to a second, and writing out a date and time costs more than the rest of an
-#: entry. One tuple, replaced whole: safe from any thread.
-_last_second: tuple[tuple[int, ...], str] = ((), "")
-
-
-def _json_moment(value: datetime | None) -> str:
-    """``models.isoformat(value)`` as a JSON string: the same text in a half of the time."""
-    global _last_second
-    if value is None:
-        return "null"
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    second = (value.year, value.month, value.day, value.hour, value.minute, value.second)
-    known, text = _last_second
-    if second != known:
-        # Percent formatting: half the time of an f-string with format specs.
-        text = '"%04d-%02d-%02dT%02d:%02d:%02d.' % second  # noqa: UP031
-        _last_second = (second, text)
-    return f'{text}{value.microsecond:06d}Z"'
-
-
-def _json_text(value: str | None) -> str:
-    return "null" if value is None else str(encode_basestring(value))
-
-
-_attempt_values = attrgetter(
-    "worker", "host", "pid", "started_at", "finished_at", "exit_code", "outcome", "error"
-)
-
-
-def attempt_json(attempt: AttemptEntry) -> str:
-    """``attempt`` (an ``AttemptRecord``, or the ``Outcome`` that appends it) as the JSON text of
-    ``AttemptRecord.to_dict()``, which the history stores.
-
-    Made here, in one expression, because it is made for every attempt on the worker's hot
-    path: ``json.dumps(attempt.to_dict())`` costs twice as much, and having SQLite build the
-    object from a parameter per key costs more still (binding a parameter costs more than
-    writing a key). The outcomes' words need no escaping.
-    """
-    worker, host, pid, started_at, finished_at, exit_code, outcome, error = _attempt_values(attempt)
+def entry_values(attempt: AttemptEntry) -> tuple[Any, ...]:
+    """The parameters of ``history.APPEND``: the entry's fields (``history.time_text``)."""
     return (
-        f'{{"worker":{_json_text(worker)},"host":{_json_text(host)},'
-        f'"pid":{"null" if pid is None else int(pid)},'
-        f'"started_at":{_json_moment(started_at)},"finished_at":{_json_moment(finished_at)},'
-        f'"exit_code":{"null" if exit_code is None else int(exit_code)},'
-        f'"outcome":"{outcome.value}","error":{_json_text(error)}}}'
+        attempt.worker,
+        attempt.host,
+        attempt.pid,
+        time_text(epoch(attempt.started_at)),
+        time_text(epoch(attempt.finished_at)),
+        attempt.exit_code,
+        attempt.outcome.value,
+        attempt.error,
     )
-
-
-#: What ``attempt_json`` writes: every field of ``AttemptRecord``, in order. Refuse to import
-#: when the record no longer matches.
-_WRITTEN = (
-    ("worker", "str | None"),
-    ("host", "str | None"),
-    ("pid", "int | None"),
-    ("started_at", "datetime | None"),
-    ("finished_at", "datetime | None"),
-    ("exit_code", "int | None"),
-    ("outcome", "AttemptOutcome"),
-    ("error", "str | None"),
-)
-if tuple((info.name, info.annotation) for info in fields(AttemptRecord)) != _WRITTEN:
-    raise TypeError("AttemptRecord changed: say in sqlite/results.py (attempt_json) how to store it")
 
 
 # --- the lane's work -----------------------------------------------------------------------------
@@ -116,38 +61,48 @@ class Finishing:
     def __init__(self, claim: Claim, outcome: Outcome, now: float) -> None:
         self._key = (claim.job.id, claim.token)
         self._streamed = outcome.streamed
-        entry = attempt_json(outcome)
+        # No finished_at yet: no entry yet, so no output to move (see the module's docstring).
+        first = claim.job.finished_at is None
         state = outcome.state
+        finished_at = epoch(outcome.finished_at)
         if state is JobState.CANCELLED:
             self._statement = sql.FINISH_CANCELLED
             self._parameters: tuple[Any, ...] = (
-                epoch(outcome.finished_at),
+                finished_at,
                 outcome.stdout,
                 outcome.stderr,
-                entry,
+                *entry_values(outcome),
                 now,
                 *self._key,
             )
-            move = _MOVE_IF_CANCELLED
+            self._move = None if first else _MOVE_IF_CANCELLED
+            return
+        started_at = epoch(outcome.started_at)
+        if state is JobState.FAILED:
+            self._statement = sql.FINISH_RETRY_FIRST if first else sql.FINISH_RETRY
+            retry_at: tuple[float, ...] = (now + outcome.retry_in,)
         else:
-            failed = state is JobState.FAILED
-            self._statement = sql.FINISH_RETRY if failed else sql.FINISH
-            self._parameters = (
-                state.value,
-                *((now + outcome.retry_in,) if failed else ()),
-                outcome.exit_code,
-                outcome.error,
-                epoch(outcome.started_at),
-                epoch(outcome.finished_at),
-                outcome.stdout,
-                outcome.stderr,
-                entry,
-                now,
-                *self._key,
-            )
-            move = _MOVE_IF_PROCESSING
-        # No finished_at yet: no entry yet, so no output to move (see the module's docstring).
-        self._move = None if claim.job.finished_at is None else move
+            self._statement = sql.FINISH_FIRST if first else sql.FINISH
+            retry_at = ()
+        # The entry's finished_at, exit code and error are the row's (``history``).
+        self._parameters = (
+            state.value,
+            *retry_at,
+            outcome.exit_code,
+            outcome.error,
+            started_at,
+            finished_at,
+            outcome.stdout,
+            outcome.stderr,
+            outcome.worker,
+            outcome.host,
+            outcome.pid,
+            started_at,
+            outcome.outcome.value,
+            now,
+            *self._key,
+        )
+        self._move = None if first else _MOVE_IF_PROCESSING
 
     @property
     def alone(self) -> bool:
@@ -209,7 +164,7 @@ def release(claim: Claim, attempt: AttemptRecord, now: float) -> Callable[[sqlit
     parameters = (
         epoch(attempt.started_at),
         now if finished_at is None else finished_at,  # an entry always sets it (module docstring)
-        attempt_json(attempt),
+        *entry_values(attempt),
         now,
         *key,
     )

@@ -29,6 +29,7 @@ from queuectl.models import (
     WorkerInfo,
 )
 from queuectl.records import FieldInfo, fields, set_field
+from queuectl.storage.sqlite.history import HISTORY
 
 if TYPE_CHECKING:
     from queuectl.models import AttemptRecord
@@ -118,6 +119,9 @@ def _from_sqlite(info: FieldInfo) -> Callable[[Any], Any] | None:
 
 # --- rows to records -------------------------------------------------------------------------
 
+#: What to select for a field that is not a column of its own name.
+_SELECTED = {"history": HISTORY}
+
 _JOB_FIELDS = {info.name: info for info in fields(Job)}
 #: Each job field's converter from SQLite (``None``: read as it is).
 _CONVERTERS = {name: _from_sqlite(info) for name, info in _JOB_FIELDS.items()}
@@ -146,7 +150,7 @@ class JobReader:
             raise TypeError(f"a reader of columns {columns} has no value for {missing}")
         self._rest = tuple(rest.items())
         self._width = len(self._names)
-        self.sql = ", ".join((*columns, *extra))
+        self.sql = ", ".join((*(_SELECTED.get(name, name) for name in columns), *extra))
 
     def job(self, row: Sequence[Any]) -> Job:
         # One pass setting each field, as ``Job.__init__`` would: the same record, built faster

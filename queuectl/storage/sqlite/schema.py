@@ -75,7 +75,7 @@ def patiently(action: Callable[[], T], timeout: float = BUSY_TIMEOUT_SECONDS) ->
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
-_MIGRATIONS: tuple[str, ...] = (
+MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema.
     """
     CREATE TABLE jobs (
@@ -164,9 +164,19 @@ _MIGRATIONS: tuple[str, ...] = (
         DELETE FROM output_chunks WHERE job_id = old.id;
     END;
     """,
+    # 4: the latest history entry of a plain result in columns, not appended to the JSON array
+    # (``history``): what a job's first attempt writes costs less.
+    """
+    ALTER TABLE jobs ADD COLUMN attempt_worker TEXT;
+    ALTER TABLE jobs ADD COLUMN attempt_host TEXT;
+    ALTER TABLE jobs ADD COLUMN attempt_pid INTEGER;
+    ALTER TABLE jobs ADD COLUMN attempt_started REAL;
+    -- NULL: the latest entry, if any, is the array's last.
+    ALTER TABLE jobs ADD COLUMN attempt_outcome TEXT;
+    """,
 )
 
-SCHEMA_VERSION = len(_MIGRATIONS)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @contextmanager
@@ -282,7 +292,7 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> None:
             connection.execute("CREATE TABLE queuectl_schema (version INTEGER NOT NULL)")
             connection.execute("INSERT INTO queuectl_schema (version) VALUES (0)")
         for number in range(version, SCHEMA_VERSION):
-            for statement in statements(_MIGRATIONS[number]):
+            for statement in statements(MIGRATIONS[number]):
                 connection.execute(statement)
         connection.execute("UPDATE queuectl_schema SET version = ?", (SCHEMA_VERSION,))
         connection.execute("COMMIT")

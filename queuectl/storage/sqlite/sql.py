@@ -9,6 +9,7 @@ from functools import cache
 
 from queuectl.models import SUMMARY_FIELDS
 from queuectl.storage.base import HISTORY_LIMIT
+from queuectl.storage.sqlite import history
 from queuectl.storage.sqlite.rows import CLAIMED, FULL, SUMMARY, JobReader
 
 
@@ -76,38 +77,35 @@ def claim(queue_count: int) -> str:
     )
 
 
-#: The history as kept before an entry is appended: without its oldest once it has the most.
-_KEPT = (
-    f"CASE WHEN entries >= {HISTORY_LIMIT} AND json_array_length(history) >= {HISTORY_LIMIT}"
-    " THEN json_remove(history, '$[0]') ELSE history END"
-)
-#: Appends an entry (parameter: its JSON text, ``results.attempt_json``), keeping the latest
-#: ``HISTORY_LIMIT``. By joining texts: a JSON function would parse the history and the entry,
-#: then write both out again, on every attempt of every job.
-_APPEND_HISTORY = (
-    f"history = iif({_KEPT} = '[]', '[', substr({_KEPT}, 1, length({_KEPT}) - 1) || ',') || ? || ']',"
-    " entries = entries + 1"
-)
 _FREE = "worker_id = NULL, claim_token = NULL, lease_expires_at = NULL"
 
 
-def _finish(run_at: str) -> str:
+def _finish(run_at: str, *, first: bool) -> str:
     """Parameters: state, [run_at], exit code, error, started, finished, stdout, stderr, the
-    entry, now, id, token."""
+    entry's worker, host, pid, start and outcome, now, id, token.
+
+    The entry goes to the latest entry's columns (``history``); ``first``: the job has no entry
+    yet (see ``results``), so there is none to fold into the array first.
+    """
+    fold = "" if first else f"history = {history.FOLDED},"
     return (
         f"UPDATE jobs SET state = ?, {run_at} exit_code = ?, last_error = ?,"
         " started_at = coalesce(?, started_at), finished_at = ?, stdout = ?, stderr = ?,"
-        f" {_APPEND_HISTORY}, {_FREE}, updated_at = ?"
+        f" {fold} attempt_worker = ?, attempt_host = ?, attempt_pid = ?, attempt_started = ?,"
+        f" attempt_outcome = ?, entries = entries + 1, {_FREE}, updated_at = ?"
         " WHERE id = ? AND claim_token = ? AND state = 'processing' RETURNING 1"
     )
 
 
-FINISH = _finish("")
-FINISH_RETRY = _finish("run_at = ?,")  # a failed job comes due again after its backoff
+#: A failed job comes due again after its backoff (``RETRY``: with ``run_at``).
+FINISH_FIRST = _finish("", first=True)
+FINISH_RETRY_FIRST = _finish("run_at = ?,", first=True)
+FINISH = _finish("", first=False)
+FINISH_RETRY = _finish("run_at = ?,", first=False)
 #: The attempt of a job cancelled while it ran: it stays cancelled. Parameters: finished, stdout,
-#: stderr, the entry, now, id, token.
+#: stderr, the entry (``history.APPEND``), now, id, token.
 FINISH_CANCELLED = (
-    f"UPDATE jobs SET finished_at = ?, stdout = ?, stderr = ?, {_APPEND_HISTORY}, {_FREE}, updated_at = ?"
+    f"UPDATE jobs SET finished_at = ?, stdout = ?, stderr = ?, {history.APPEND}, {_FREE}, updated_at = ?"
     " WHERE id = ? AND claim_token = ? AND state = 'cancelled' RETURNING 1"
 )
 #: A stopped attempt: not counted, no output; a job cancelled meanwhile stays cancelled.
@@ -115,7 +113,7 @@ FINISH_CANCELLED = (
 RELEASE = (
     "UPDATE jobs SET state = CASE state WHEN 'processing' THEN 'pending' ELSE state END,"
     " attempts = max(attempts - 1, 0), started_at = coalesce(?, started_at), finished_at = ?,"
-    f" stdout = NULL, stderr = NULL, {_APPEND_HISTORY}, {_FREE}, updated_at = ?"
+    f" stdout = NULL, stderr = NULL, {history.APPEND}, {_FREE}, updated_at = ?"
     " WHERE id = ? AND claim_token = ? AND state IN ('processing', 'cancelled') RETURNING 1"
 )
 
@@ -205,7 +203,8 @@ ATTEMPT_OUTPUT = (
 CANCELLABLE = ("pending", "failed", "processing")
 #: What retry takes; a cancelled job still held is being stopped, and waits for its worker.
 RETRYABLE = ("completed", "dead", "cancelled")
-_CANCEL = "UPDATE jobs SET state = 'cancelled', last_error = 'cancelled', updated_at = ?"
+#: A cancel sets ``last_error``: the latest entry's error while it is in columns, so it is folded first.
+_CANCEL = f"UPDATE jobs SET state = 'cancelled', last_error = 'cancelled', {history.FOLD}, updated_at = ?"
 _RETRY = "UPDATE jobs SET state = 'pending', attempts = 0, run_at = ?, updated_at = ?"
 _UNHELD = "claim_token IS NULL"
 STATE_AND_HOLD = "SELECT state, claim_token IS NOT NULL FROM jobs WHERE id = ?"
