@@ -47,19 +47,23 @@ from queuectl.records import fields
 
 __all__ = (
     "CHECKS",
+    "MAX_AFTER",
     "MAX_NAME_CHARS",
     "MAX_RETRIES_MAX",
     "MAX_TIMEOUT",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
     "check_command",
+    "check_after",
     "check_delay",
     "check_id",
     "check_max_retries",
+    "check_no_retry_exit_codes",
     "check_priority",
     "check_queue",
     "check_run_at",
     "check_timeout",
+    "check_unique_key",
     "checked",
     "job_from_options",
     "new_id",
@@ -173,6 +177,39 @@ def check_delay(value: object) -> float:
     return check_duration(value, "delay")
 
 
+def check_unique_key(value: object) -> str | None:
+    """1-200 characters, nothing invisible; ``None``: no key."""
+    return None if value is None else _name(value, "unique_key")
+
+
+#: Most jobs one job may wait on (``after``).
+MAX_AFTER = 100
+
+
+def check_after(value: object) -> tuple[str, ...]:
+    """The ids of jobs to wait on: a list of ids, each once (an empty list: none)."""
+    if isinstance(value, tuple):  # embedders may pass one
+        value = list(value)
+    if not isinstance(value, list):
+        raise InvalidInput(f"after must be an array of job ids, got {show(value)}")
+    if len(value) > MAX_AFTER:
+        raise InvalidInput(f"after names {len(value)} jobs, at most {MAX_AFTER} are allowed")
+    ids = tuple(_name(item, "after") for item in value)
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("after must name each job once")
+    return ids
+
+
+def check_no_retry_exit_codes(value: object) -> tuple[int, ...]:
+    """Exit codes (1-255) that make a job ``dead`` at once, each once."""
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        raise InvalidInput(f"no_retry_exit_codes must be an array of integers 1 to 255, got {show(value)}")
+    codes = tuple(_integer(item, "no_retry_exit_codes", 1, 255) for item in value)
+    return tuple(sorted(set(codes)))
+
+
 def _name(value: object, field: str) -> str:
     """An id or queue name: 1-200 chars and nothing invisible that would make it hard to type."""
     text = check_text(value, field)
@@ -211,6 +248,9 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "delay": check_delay,
     "cwd": check_cwd,
     "env": check_env,
+    "unique_key": check_unique_key,
+    "after": check_after,
+    "no_retry_exit_codes": check_no_retry_exit_codes,
 }
 if tuple(CHECKS) != INPUT_FIELDS:  # a new input field needs its check here
     raise RuntimeError(f"job_fields.CHECKS {tuple(CHECKS)} do not match NewJob's fields {INPUT_FIELDS}")
@@ -259,12 +299,16 @@ def job_from_options(
     delay: str | None = None,
     cwd: str | None = None,
     env: tuple[str, ...] | str | None = None,
+    unique_key: str | None = None,
+    after: tuple[str, ...] = (),
+    no_retry_exit_codes: tuple[str, ...] = (),
 ) -> NewJob:
     """A ``NewJob`` from ``enqueue --command ... --priority ...`` option strings.
 
     The strings are converted here (``_FROM_TEXT``), then checked by the same rules as JSON input.
     A relative ``cwd`` is taken from the current directory; ``env`` is the ``NAME=VALUE`` texts
-    of ``--env`` (or one such text), each name at most once.
+    of ``--env`` (or one such text), each name at most once; ``after`` the ids of ``--after``,
+    ``no_retry_exit_codes`` the texts of ``--no-retry-exit-code``.
     """
     if run_at is not None and delay is not None:
         raise InvalidInput("give --run-at or --delay, not both")
@@ -278,6 +322,7 @@ def job_from_options(
         "run_at": run_at,
         "delay": delay,
         "cwd": cwd,
+        "unique_key": unique_key,
     }
     values: dict[str, Any] = {}
     for name, text in texts.items():  # in NewJob's order, as JSON input is checked
@@ -285,6 +330,11 @@ def job_from_options(
             values[name] = CHECKS[name](_FROM_TEXT[name](text, name) if name in _FROM_TEXT else text)
     if env:
         values["env"] = check_env(env_from_options((env,) if isinstance(env, str) else env))
+    if after:
+        values["after"] = check_after(list(after))
+    if no_retry_exit_codes:
+        codes = [_whole(text, "--no-retry-exit-code") for text in no_retry_exit_codes]
+        values["no_retry_exit_codes"] = check_no_retry_exit_codes(codes)
     values.setdefault("id", new_id())
     return NewJob(**values)
 

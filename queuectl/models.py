@@ -127,6 +127,9 @@ class NewJob(Record):
     delay: float | None = field(default=None, input_only=True)
     cwd: str | None = None
     env: dict[str, str] | None = field(default=None, json=True)
+    unique_key: str | None = None
+    after: tuple[str, ...] = field(default=(), json=True)
+    no_retry_exit_codes: tuple[int, ...] = field(default=(), json=True)
 
 
 def parse_isoformat(text: str | None) -> datetime | None:
@@ -154,6 +157,9 @@ class Job(Record):
     max_retries: int
     cwd: str | None = None
     env: dict[str, str] | None = field(default=None, json=True)
+    unique_key: str | None = None
+    after: tuple[str, ...] = field(default=(), json=True)
+    no_retry_exit_codes: tuple[int, ...] = field(default=(), json=True)
     run_at: datetime
     state: JobState
     attempts: int

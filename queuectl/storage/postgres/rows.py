@@ -34,6 +34,10 @@ from queuectl.storage.postgres.sql import GIVEN_FIELDS
 # --- rows to records ---------------------------------------------------------------------------
 
 
+def _items(text: str) -> tuple[Any, ...]:
+    return tuple(json.loads(text))
+
+
 def _history(text: str) -> tuple[AttemptRecord, ...]:
     return tuple(AttemptRecord.from_dict(entry) for entry in json.loads(text))
 
@@ -43,6 +47,8 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "JobState": JobState,
     "bytes": bytes,
     "dict[str, str]": json.loads,
+    "tuple[str, ...]": _items,
+    "tuple[int, ...]": _items,
     "tuple[AttemptRecord, ...]": _history,
 }
 

@@ -155,6 +155,57 @@ _MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN attempt_started timestamptz,
         ADD COLUMN attempt_outcome text;  -- NULL: the latest entry, if any, is the array's last
     """,
+    # 4: flow control, the jobs' part: unique keys, dependencies, exit codes not retried.
+    """
+    ALTER TABLE jobs
+        ADD COLUMN unique_key text,
+        ADD COLUMN after text NOT NULL DEFAULT '[]',  -- a JSON array of job ids
+        ADD COLUMN no_retry_exit_codes text NOT NULL DEFAULT '[]',  -- a JSON array of ints
+        -- How many of the jobs its after names are not yet completed: above 0, the job waits.
+        ADD COLUMN waiting integer NOT NULL DEFAULT 0;
+    -- At most one unfinished job per key, held by the server under concurrent enqueues.
+    CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key)
+        WHERE unique_key IS NOT NULL AND state IN ('pending', 'processing', 'failed');
+    -- Who waits on whom: what a dependency's end reads to release or cancel its dependents.
+    CREATE TABLE job_dependencies (
+        depends_on text COLLATE "C" NOT NULL,
+        job_id text COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        PRIMARY KEY (depends_on, job_id)
+    );
+    -- Claims see only jobs that wait on nothing.
+    DROP INDEX jobs_due;
+    CREATE INDEX jobs_due ON jobs (priority DESC, run_at, created_at, seq)
+        WHERE state IN ('pending', 'failed') AND waiting = 0;
+    """,
+    # 5: flow control, the queues' part: pauses and limits.
+    """
+    CREATE TABLE queues (
+        name text PRIMARY KEY,
+        paused boolean NOT NULL DEFAULT false,
+        concurrency integer,  -- NULL: no limit
+        rate_count integer,  -- with rate_seconds: at most rate_count starts per rate_seconds
+        rate_seconds double precision
+    );
+    -- Recent starts of rate-limited queues' jobs, one row per claim.
+    CREATE TABLE queue_starts (queue text NOT NULL, started_at timestamptz NOT NULL);
+    CREATE INDEX queue_starts_queue ON queue_starts (queue, started_at);
+    """,
+    # 6: flow control, schedules.
+    """
+    CREATE TABLE schedules (
+        name text PRIMARY KEY,
+        cron text,  -- five fields or a nickname; NULL for an interval
+        every double precision,  -- seconds; NULL for a cron expression
+        tz text NOT NULL DEFAULT 'UTC',
+        job text NOT NULL,  -- the job to enqueue, as the JSON object of its input fields
+        no_overlap boolean NOT NULL DEFAULT false,
+        paused boolean NOT NULL DEFAULT false,
+        next_run_at timestamptz NOT NULL,
+        last_job text,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

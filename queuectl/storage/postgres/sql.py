@@ -41,6 +41,8 @@ _TYPES = {
     # The fields kept as JSON: ``env`` as the text given (its order kept, as SQLite keeps it;
     # nothing in SQL looks inside), ``history`` as jsonb (the statements append and trim it).
     "dict[str, str]": "text",
+    "tuple[str, ...]": "text",  # ``after`` and ``no_retry_exit_codes``: JSON arrays, as ``env``
+    "tuple[int, ...]": "text",
     "tuple[AttemptRecord, ...]": "jsonb",
 }
 #: Each field by name, as stored (``Job``) or, for input-only fields, as given (``NewJob``).
@@ -102,12 +104,14 @@ LIMIT $3::bigint
 COUNT_MATCHING = f"SELECT count(*) AS n FROM jobs WHERE {_JOB_FILTER}"
 
 COUNT_JOBS = "SELECT state, count(*) AS n FROM jobs GROUP BY state"
-EARLIEST_RUN_AT = "SELECT min(run_at) AS earliest FROM jobs WHERE state IN ('pending', 'failed')"
+EARLIEST_RUN_AT = (
+    "SELECT min(run_at) AS earliest FROM jobs WHERE state IN ('pending', 'failed') AND waiting = 0"
+)
 # Not min(run_at) - now(): asyncpg stores datetime.max as infinity, which cannot be
 # subtracted; extract() gives it as an infinite number of seconds.
 NEXT_RUN_AT = (
     "SELECT (extract(epoch FROM min(run_at)) - extract(epoch FROM now()))::float8 AS seconds"
-    " FROM jobs WHERE state IN ('pending', 'failed')"
+    " FROM jobs WHERE state IN ('pending', 'failed') AND waiting = 0"
     " AND (cardinality($1::text[]) = 0 OR queue = ANY($1::text[]))"
 )
 HAS_UNFINISHED = (
@@ -125,7 +129,7 @@ UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = $1,
     started_at = now(), updated_at = now(), progress = NULL
 WHERE id IN (
     SELECT id FROM jobs
-    WHERE state IN ('pending', 'failed') AND run_at <= now(){queue_filter}
+    WHERE state IN ('pending', 'failed') AND waiting = 0 AND run_at <= now(){queue_filter}
     ORDER BY priority DESC, run_at, created_at, seq
     LIMIT $3
     FOR UPDATE SKIP LOCKED

@@ -81,6 +81,24 @@ def json_text(value: Mapping[str, str] | None) -> str | None:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def items(text: str | None) -> tuple[Any, ...]:
+    """A JSON array column (``after``, ``no_retry_exit_codes``) read back: NULL is none."""
+    if text is None:
+        return ()
+    import json
+
+    return tuple(json.loads(text))
+
+
+def items_text(value: tuple[Any, ...]) -> str | None:
+    """A tuple field as the JSON array stored for it; none is NULL, the common case."""
+    if not value:
+        return None
+    import json
+
+    return json.dumps(list(value), ensure_ascii=False, separators=(",", ":"))
+
+
 def history(text: str) -> tuple[AttemptRecord, ...]:
     """The ``history`` column (a JSON array of ``AttemptRecord.to_dict()``) read back."""
     if text == "[]":
@@ -99,11 +117,15 @@ _FROM_SQLITE: dict[str, Callable[[Any], Any]] = {
     "JobState": JobState,
     "bytes": blob,
     "dict[str, str] | None": mapping,
+    "tuple[str, ...]": items,
+    "tuple[int, ...]": items,
     "tuple[AttemptRecord, ...]": history,
 }
 #: How a new job's value becomes what SQLite stores, by annotation, where it is not as it is.
 _TO_SQLITE: dict[str, Callable[[Any], Any]] = {
     "dict[str, str] | None": json_text,
+    "tuple[str, ...]": items_text,
+    "tuple[int, ...]": items_text,
 }
 #: Annotations whose values SQLite stores and returns as they are.
 _AS_IS = frozenset({"str", "int", "float", "str | None", "int | None", "float | None"})

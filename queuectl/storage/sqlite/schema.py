@@ -174,6 +174,58 @@ MIGRATIONS: tuple[str, ...] = (
     -- NULL: the latest entry, if any, is the array's last.
     ALTER TABLE jobs ADD COLUMN attempt_outcome TEXT;
     """,
+    # 5: flow control, the jobs' part: unique keys, dependencies, exit codes not retried.
+    """
+    ALTER TABLE jobs ADD COLUMN unique_key TEXT;
+    ALTER TABLE jobs ADD COLUMN after TEXT;  -- a JSON array of job ids, or NULL for none
+    ALTER TABLE jobs ADD COLUMN no_retry_exit_codes TEXT;  -- a JSON array of ints, or NULL
+    -- How many of the jobs its after names are not yet completed: above 0, the job waits.
+    ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+    -- At most one unfinished job per key, held by the store under concurrent enqueues.
+    CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key)
+        WHERE unique_key IS NOT NULL AND state IN ('pending', 'processing', 'failed');
+    -- Who waits on whom: what a dependency's end reads to release or cancel its dependents.
+    CREATE TABLE job_dependencies (
+        depends_on TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        PRIMARY KEY (depends_on, job_id)
+    ) WITHOUT ROWID;
+    -- Claims and idle workers' sleeps see only jobs that wait on nothing.
+    DROP INDEX jobs_due;
+    CREATE INDEX jobs_due ON jobs (priority DESC, run_at, created_at, seq)
+        WHERE state IN ('pending', 'failed') AND waiting = 0;
+    DROP INDEX jobs_waiting_run_at;
+    CREATE INDEX jobs_waiting_run_at ON jobs (run_at) WHERE state IN ('pending', 'failed') AND waiting = 0;
+    """,
+    # 6: flow control, the queues' part: pauses and limits.
+    """
+    CREATE TABLE queues (
+        name TEXT PRIMARY KEY,
+        paused INTEGER NOT NULL DEFAULT 0,
+        concurrency INTEGER,  -- NULL: no limit
+        rate_count INTEGER,  -- with rate_seconds: at most rate_count starts per rate_seconds
+        rate_seconds REAL
+    );
+    -- Recent starts of rate-limited queues' jobs, one row per claim.
+    CREATE TABLE queue_starts (queue TEXT NOT NULL, started_at REAL NOT NULL);
+    CREATE INDEX queue_starts_queue ON queue_starts (queue, started_at);
+    """,
+    # 7: flow control, schedules.
+    """
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        cron TEXT,  -- five fields or a nickname; NULL for an interval
+        every REAL,  -- seconds; NULL for a cron expression
+        tz TEXT NOT NULL DEFAULT 'UTC',
+        job TEXT NOT NULL,  -- the job to enqueue, as the JSON object of its input fields
+        no_overlap INTEGER NOT NULL DEFAULT 0,
+        paused INTEGER NOT NULL DEFAULT 0,
+        next_run_at REAL NOT NULL,
+        last_job TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -40,7 +40,8 @@ def job_filter(state_count: int, queue_count: int) -> str:
 
 COUNT_JOBS = "SELECT state, count(*) FROM jobs GROUP BY state"
 _EARLIEST_WAITING = (
-    "SELECT min(run_at) FROM jobs INDEXED BY jobs_waiting_run_at WHERE state IN ('pending', 'failed')"
+    "SELECT min(run_at) FROM jobs INDEXED BY jobs_waiting_run_at"
+    " WHERE state IN ('pending', 'failed') AND waiting = 0"
 )
 EARLIEST_RUN_AT = _EARLIEST_WAITING
 
@@ -71,7 +72,7 @@ def claim(queue_count: int) -> str:
         # SQLite keeps no statistics and would sort every waiting job; the partial index
         # is already in claim order, so the claim reads LIMIT rows.
         " WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_due WHERE state IN ('pending', 'failed')"
-        f" AND run_at <= ?{queue_filter(queue_count)}"
+        f" AND waiting = 0 AND run_at <= ?{queue_filter(queue_count)}"
         " ORDER BY priority DESC, run_at, created_at, seq LIMIT ?)"
         f" RETURNING {CLAIMED.sql}"
     )
