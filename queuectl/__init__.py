@@ -29,15 +29,19 @@ if TYPE_CHECKING:
         JobNotFound,
         JobStateConflict,
         QueueError,
+        ScheduleNotFound,
         StoreBusy,
         StoreCorrupt,
         StoreError,
         StoreUnavailable,
+        UniqueKeyHeld,
         WorkerFailed,
     )
     from queuectl.follow import FollowEvent
     from queuectl.models import AttemptOutcome, AttemptRecord, Job, JobState, NewJob, QueueStatus, WorkerInfo
     from queuectl.queue import Queue
+    from queuectl.queues import QueueInfo, QueueSettings, Rate
+    from queuectl.scheduling import NewSchedule, Schedule
     from queuectl.storage import open_store
     from queuectl.worker import Mode, WorkerPool
 
@@ -55,14 +59,21 @@ __all__ = (
     "JobStateConflict",
     "Mode",
     "NewJob",
+    "NewSchedule",
     "Queue",
     "QueueError",
+    "QueueInfo",
+    "QueueSettings",
     "QueueStatus",
+    "Rate",
+    "Schedule",
+    "ScheduleNotFound",
     "Settings",
     "StoreBusy",
     "StoreCorrupt",
     "StoreError",
     "StoreUnavailable",
+    "UniqueKeyHeld",
     "WorkerFailed",
     "WorkerInfo",
     "WorkerPool",
@@ -81,10 +92,12 @@ _LAZY = {
             "JobNotFound",
             "JobStateConflict",
             "QueueError",
+            "ScheduleNotFound",
             "StoreBusy",
             "StoreCorrupt",
             "StoreError",
             "StoreUnavailable",
+            "UniqueKeyHeld",
             "WorkerFailed",
         ),
         "queuectl.errors",
@@ -96,6 +109,8 @@ _LAZY = {
     "FollowEvent": "queuectl.follow",
     "Settings": "queuectl.config",
     "Queue": "queuectl.queue",
+    **dict.fromkeys(("QueueInfo", "QueueSettings", "Rate"), "queuectl.queues"),
+    **dict.fromkeys(("NewSchedule", "Schedule"), "queuectl.scheduling"),
     "WorkerPool": "queuectl.worker",
     "Mode": "queuectl.worker",
     "open_store": "queuectl.storage",

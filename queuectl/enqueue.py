@@ -116,14 +116,28 @@ def enqueue_many(target: str | None, jobs: Sequence[JobInput], *, make_parent: b
     return _add(target, [check(job) for job in jobs], make_parent=make_parent)
 
 
-def enqueue_document(target: str | None, text: str, *, make_parent: bool = False) -> list[Job]:
-    """Enqueue the jobs of a JSON document (``validation.parse_jobs_document``): all or none."""
+def enqueue_document(
+    target: str | None, text: str, *, make_parent: bool = False, held: Callable[[Job], None] | None = None
+) -> list[Job]:
+    """Enqueue the jobs of a JSON document (``validation.parse_jobs_document``): all or none.
+
+    A record whose ``unique_key`` an unfinished job holds adds nothing: that job is returned in
+    its place, and ``held`` (if given) is called with it.
+    """
     from queuectl.validation import parse_jobs_fields
 
-    return _add(target, parse_jobs_fields(text), make_parent=make_parent)
+    checked = parse_jobs_fields(text)
+    stored = _add(target, checked, make_parent=make_parent)
+    if held is not None:
+        for fields, job in zip(checked, stored, strict=True):
+            if job.id != fields["id"]:
+                held(job)
+    return stored
 
 
-def enqueue_document_ids(target: str | None, text: str, *, make_parent: bool = False) -> list[str]:
+def enqueue_document_ids(
+    target: str | None, text: str, *, make_parent: bool = False, held: Callable[[Job], None] | None = None
+) -> list[str]:
     """``enqueue_document``, returning only the ids: what ``enqueue-file`` prints.
 
     JSON Lines whose every record is a plain ``{"command": "..."}`` (``plain_lines``) take the
@@ -134,7 +148,7 @@ def enqueue_document_ids(target: str | None, text: str, *, make_parent: bool = F
 
     commands = plain_commands(text)
     if commands is None:
-        return [job.id for job in enqueue_document(target, text, make_parent=make_parent)]
+        return [job.id for job in enqueue_document(target, text, make_parent=make_parent, held=held)]
     from queuectl.job_ids import sorted_uuid4s
 
     ids = sorted_uuid4s(len(commands))

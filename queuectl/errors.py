@@ -9,6 +9,7 @@ One root, so callers can catch everything of ours with one clause::
     ├── AmbiguousId (LookupError)   exit 1   a short id that more than one job's id starts with
     ├── DuplicateJob                exit 1
     ├── JobStateConflict            exit 1   e.g. `dlq retry` of a job that is not dead
+    │   └── UniqueKeyHeld           exit 1   a retry of a job whose unique key another job took
     ├── WorkerFailed                exit 1   a worker's upkeep failed: it put its jobs back, stopped
     └── StoreError                  exit 1   the store cannot be opened, read or written
         ├── StoreUnavailable                 cannot open / connect / write
@@ -61,6 +62,14 @@ class DuplicateJob(QueueError):
 
 class JobStateConflict(QueueError):
     """The job is not in a state that allows this."""
+
+
+class UniqueKeyHeld(JobStateConflict):
+    """Another pending, processing or failed job holds this job's unique key: retry it once that one ended."""
+
+
+class ScheduleNotFound(QueueError, LookupError):
+    """No schedule of that name."""
 
 
 class WorkerFailed(QueueError):

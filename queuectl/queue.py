@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -25,18 +25,19 @@ from queuectl.config import (
     stored_text,
 )
 from queuectl.enqueue import JobInput, check, resolve, unresolved
-from queuectl.errors import AmbiguousId, JobNotFound
-from queuectl.models import FINAL_STATES, Job, JobState, QueueStatus, WorkerInfo
+from queuectl.errors import AmbiguousId, InvalidInput, JobNotFound
+from queuectl.models import FINAL_STATES, UNSET, Job, JobState, QueueStatus, Unset, WorkerInfo
+from queuectl.queues import QueueInfo, QueueSettings, Rate, check_concurrency, check_queue_name, parse_rate
 from queuectl.storage import Store, open_store
+from queuectl.storage.flow import MIN_ID_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from queuectl.follow import FollowEvent
+    from queuectl.scheduling import Schedule
     from queuectl.worker import WorkerPool
 
-#: The shortest prefix of a job id taken for the id (as git takes commit ids).
-MIN_ID_PREFIX = 6
 
 __all__ = ("JobInput", "Queue")
 
@@ -88,6 +89,12 @@ class Queue:
 
         ``await queue.enqueue(command="make test", priority=5)``. Input is checked as
         strictly as the CLI's JSON, a ``NewJob`` too; ``InvalidInput`` says what is wrong.
+
+        Flow control: with ``unique_key=K``, while an unfinished job holds K, nothing is added
+        and that job is returned (its id is not the one asked for). ``after=[id, ...]``: not
+        claimed until each of them is ``completed``; cancelled if one ends ``dead`` or
+        ``cancelled`` (``JobNotFound`` for an unknown id). ``no_retry_exit_codes=[2, ...]``:
+        an attempt exiting with one of them makes the job ``dead`` at once.
         """
         if job is None:
             job = fields
@@ -248,6 +255,93 @@ class Queue:
     async def retry_all_dead(self) -> list[Job]:
         return await self.store.retry_all_dead()
 
+    # --- schedules ------------------------------------------------------------------------
+
+    async def add_schedule(
+        self,
+        name: str,
+        job: JobInput | None = None,
+        /,
+        *,
+        cron: str | None = None,
+        tz: str | None = None,
+        every: float | str | timedelta | None = None,
+        no_overlap: bool = False,
+        **fields: Any,
+    ) -> Schedule:
+        """Create a schedule, or replace the one named ``name``; return it.
+
+        ``await queue.add_schedule("nightly", cron="30 2 * * *", tz="Europe/Berlin",
+        command="backup.sh")``: give ``cron`` (five fields or ``@daily``...; ``tz`` an IANA
+        zone, default UTC) or ``every`` (seconds, ``"5m"`` or a ``timedelta``, at least 1 s),
+        and the job as a ``NewJob`` (its id unused), a mapping, or keyword fields, checked as
+        ``enqueue`` checks them; no ``id``, ``run_at``, ``delay`` or ``after``. Each due time
+        enqueues one job while a worker runs; ``no_overlap`` skips a due time while the previous
+        job is unfinished. ``InvalidInput`` says what is wrong, and nothing is written.
+        """
+        from queuectl.scheduling import new_schedule
+
+        if job is None:
+            job = fields
+        elif fields:
+            raise TypeError("give a job or keyword fields, not both")
+        schedule = new_schedule(name, cron=cron, tz=tz, every=every, no_overlap=no_overlap, job=job)
+        return await self.store.add_schedule(schedule)
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        return await self.store.list_schedules()
+
+    async def remove_schedule(self, name: str) -> Schedule:
+        """Delete a schedule (the jobs it enqueued stay); return it. ``ScheduleNotFound``."""
+        return await self.store.remove_schedule(name)
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        """Stop a schedule enqueueing jobs until resumed; return it. ``ScheduleNotFound``."""
+        return await self.store.pause_schedule(name)
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        """Resume a paused schedule from now (what it missed meanwhile is not enqueued); return it.
+
+        ``ScheduleNotFound``.
+        """
+        return await self.store.resume_schedule(name)
+
+    # --- queues: pauses and limits ---------------------------------------------------------
+
+    async def list_queues(self) -> list[QueueInfo]:
+        """Every queue that has jobs or settings, by name: its jobs by state, pause and limits."""
+        return await self.store.list_queues()
+
+    async def pause_queue(self, *names: str) -> None:
+        """Pause these queues: from one poll interval on, no worker on any host claims their
+        jobs (running ones finish). A queue may be paused before it has jobs. Persisted."""
+        await self.store.pause_queues(_queue_names(names), paused=True)
+
+    async def resume_queue(self, *names: str) -> None:
+        """Let workers claim these queues' jobs again."""
+        await self.store.pause_queues(_queue_names(names), paused=False)
+
+    async def limit_queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | str | Unset | None = UNSET,
+        rate: Rate | str | Unset | None = UNSET,
+    ) -> QueueSettings:
+        """Set (or clear, with ``None``) a queue's limits, across all workers and hosts; return
+        its settings. ``concurrency``: at most N of its jobs processing at once; ``rate``: at most
+        N started in any window of a duration (``"10/s"``, ``"5/10s"`` or a ``Rate``). A limit
+        not given stays as it is. ``InvalidInput`` for a bad value, and nothing changes."""
+        (checked,) = _queue_names([name])
+        if isinstance(concurrency, Unset) and isinstance(rate, Unset):
+            raise InvalidInput("give a concurrency or a rate (or none to clear one)")
+        return await self.store.limit_queue(
+            checked,
+            concurrency=concurrency if isinstance(concurrency, Unset) else check_concurrency(concurrency),
+            rate=rate if isinstance(rate, Unset) else parse_rate(rate),
+        )
+
     # --- settings -------------------------------------------------------------------------
 
     async def settings(self) -> Settings:
@@ -294,3 +388,10 @@ class Queue:
         if self._clock is not None:
             options.setdefault("clock", self._clock)
         return WorkerPool(self.store, **options)
+
+
+def _queue_names(names: Sequence[str]) -> list[str]:
+    """The queue names given, checked as a job's ``queue`` is, once each (``InvalidInput``)."""
+    if not names:
+        raise InvalidInput("give the name of a queue")
+    return list(dict.fromkeys(check_queue_name(name) for name in names))

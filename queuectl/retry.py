@@ -16,14 +16,18 @@ _COMPLETED = Decision(state=JobState.COMPLETED)
 _DEAD = Decision(state=JobState.DEAD)
 
 
-def decide(job: Job, error: str | None, settings: Settings) -> Decision:
-    """After an attempt of ``job`` that failed because of ``error`` (``None``: it succeeded).
+def decide(job: Job, error: str | None, settings: Settings, exit_code: int | None = None) -> Decision:
+    """After an attempt of ``job`` that failed because of ``error`` (``None``: it succeeded),
+    its command having exited with ``exit_code`` (``None``: it did not exit by itself).
 
-    ``completed``; else ``failed``, to be retried after the backoff, while attempts remain
-    (a job runs at most ``max_retries + 1`` times); else ``dead``.
+    ``completed``; ``dead`` at once for an exit code in the job's ``no_retry_exit_codes``;
+    else ``failed``, to be retried after the backoff, while attempts remain (a job runs at
+    most ``max_retries + 1`` times); else ``dead``.
     """
     if error is None:
         return _COMPLETED
+    if job.no_retry_exit_codes and exit_code in job.no_retry_exit_codes:  # empty: one test
+        return _DEAD
     attempts = job.attempts
     if attempts > job.max_retries:
         return _DEAD

@@ -251,6 +251,7 @@ def _validate_all(records: list[_Record]) -> list[dict[str, Any]]:
     jobs: list[dict[str, Any]] = []
     errors: list[str] = []
     first_seen: dict[str, str] = {}
+    first_key: dict[str, str] = {}  # two records with one unique key: which one would run?
     for label, value, error in records:
         try:
             if error is not None:
@@ -263,6 +264,12 @@ def _validate_all(records: list[_Record]) -> list[dict[str, Any]]:
         if job_id in first_seen:
             errors.append(f"{label}: id {show(job_id)} is already used by {first_seen[job_id]}")
             continue
+        key = job.get("unique_key")
+        if key is not None:
+            if key in first_key:
+                errors.append(f"{label}: unique_key {show(key)} is already used by {first_key[key]}")
+                continue
+            first_key[key] = label
         first_seen[job_id] = label
         jobs.append(job)
     if errors:

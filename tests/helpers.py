@@ -136,6 +136,9 @@ JOB_KEYS = frozenset(
         "env",
         "progress",
         "schedule",
+        "unique_key",
+        "after",
+        "no_retry_exit_codes",
     }
 )
 WORKER_KEYS = frozenset({"id", "host", "pid", "started_at", "heartbeat_at", "running"})

@@ -388,7 +388,7 @@ def test_enqueue_json_is_stored_exactly_or_refused(shared_db: Path, text: str) -
 @settings(max_examples=250, deadline=None, database=None)
 @given(command=commands, options=option_sets)
 def test_enqueue_options_are_stored_exactly_or_refused(
-    shared_db: Path, command: str, options: dict[str, str]
+    shared_db: Path, command: str, options: dict[str, Any]
 ) -> None:
     args = [f"--command={command}"]
     args += [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]

@@ -310,10 +310,14 @@ def check_new_store(path: Path, jobs: int) -> None:
             row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         )
         assert tables == [
+            "job_dependencies",
             "job_outputs",
             "jobs",
             "output_chunks",
+            "queue_starts",
             "queuectl_schema",
+            "queues",
+            "schedules",
             "settings",
             "sqlite_sequence",
             "workers",

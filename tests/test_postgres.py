@@ -231,6 +231,9 @@ def test_statements_follow_the_job_field_table() -> None:
         "max_retries": "integer[]",
         "cwd": "text[]",
         "env": "text[]",  # JSON text
+        "unique_key": "text[]",
+        "after": "text[]",  # JSON text
+        "no_retry_exit_codes": "text[]",  # JSON text
         "run_at": "timestamptz[]",
         "delay": "float8[]",
     }
@@ -577,7 +580,7 @@ async def test_the_relaxed_commit_of_results_ends_with_its_statement(postgres_ta
         rows = await connection.fetch(
             results.FINISH_AND_CLAIM_ANY_QUEUE,
             *(claim.job.id, claim.token, "completed", 0, None, None, datetime.now(UTC), b"", b"", 0.0, "c"),
-            *("w", "host", 1, None, datetime.now(UTC), 0, "completed", None),  # the history entry
+            *("w", "host", 1, "completed"),  # the history entry's worker, host, pid and outcome
             *("w", 60.0, 1, "prefix."),
         )
         assert rows[0]["finished"] == 1 and rows[0]["id"] == "b"

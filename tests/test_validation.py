@@ -762,7 +762,8 @@ def test_options_all() -> None:
 
 @pytest.mark.parametrize(("option", "field"), [("timeout", "timeout"), ("delay", "delay")])
 def test_options_take_durations_with_several_units(option: str, field: str) -> None:
-    made = job_from_options(command="x", **{option: "1h30m"})
+    given: dict[str, Any] = {option: "1h30m"}
+    made = job_from_options(command="x", **given)
     assert getattr(made, field) == 5400.0
 
 
@@ -796,7 +797,7 @@ def test_options_timeout_none(text: str) -> None:
         ({"queue": ""}, "queue must be 1 to 200 characters"),
     ],
 )
-def test_options_refusals(options: dict[str, str], fragment: str) -> None:
+def test_options_refusals(options: dict[str, Any], fragment: str) -> None:
     refused(lambda: job_from_options(command="x", **options), fragment)
 
 

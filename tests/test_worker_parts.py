@@ -122,7 +122,7 @@ class RecordingStore:
         return [Claim(job=job(attempts=1), token=f"t{self.available + n}") for n in range(taken)]
 
     async def claim(
-        self, *, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+        self, *, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float, flow: bool = False
     ) -> list[Claim]:
         await asyncio.sleep(0)
         return self._take(limit)

@@ -13,6 +13,7 @@ import click
 
 from queuectl.cli.run import enqueue_target, examples, json_option
 from queuectl.errors import InvalidInput
+from queuectl.models import Job, JobState, NewJob
 
 #: The most characters of a refused argument that the hint to use ``-c`` repeats.
 HINT_WIDTH = 60
@@ -24,6 +25,8 @@ HINT_WIDTH = 60
         "queuectl enqueue -c 'make test' --priority 5",
         "queuectl enqueue -c backup.sh --queue nightly --timeout 1h --delay 10m",
         "queuectl enqueue -c 'make deploy' --cwd ~/src/app --env STAGE=prod",
+        "queuectl enqueue -c export.sh --unique-key nightly-export",
+        "queuectl enqueue -c 'make upload' --after 3f2a9c --no-retry-exit-code 2",
         """queuectl enqueue '{"command": "make test", "priority": 5}'""",
     ),
 )
@@ -53,6 +56,25 @@ HINT_WIDTH = 60
     multiple=True,
     help="Add a variable to the command's environment (over the worker's); repeatable.",
 )
+@click.option(
+    "--unique-key",
+    metavar="KEY",
+    help="Add nothing while a pending, processing or failed job has this key: print that job's id.",
+)
+@click.option(
+    "--after",
+    metavar="ID",
+    multiple=True,
+    help="Run only once job ID has completed (a unique prefix of 6+ characters will do); repeatable."
+    " If it ends dead or cancelled, this job is cancelled.",
+)
+@click.option(
+    "--no-retry-exit-code",
+    "no_retry_exit_codes",
+    metavar="N",
+    multiple=True,
+    help="Exiting with code N (1-255) makes the job dead at once, whatever retries are left; repeatable.",
+)
 @json_option
 def enqueue(
     job_json: str | None,
@@ -66,6 +88,9 @@ def enqueue(
     delay: str | None,
     cwd: str | None,
     env: tuple[str, ...],
+    unique_key: str | None,
+    after: tuple[str, ...],
+    no_retry_exit_codes: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Enqueue one job and print its id.
@@ -83,18 +108,23 @@ def enqueue(
         "--delay": delay,
         "--cwd": cwd,
         "--env": env or None,
+        "--unique-key": unique_key,
+        "--after": after or None,
+        "--no-retry-exit-code": no_retry_exit_codes or None,
     }
     given = [name for name, value in options.items() if value is not None]
     if job_json is not None:
         if command is not None or given:
             extra = ", ".join(["--command", *given] if command is not None else given)
             raise click.UsageError(f"give the job as JSON or with --command, not both (got JSON and {extra})")
-        from queuectl import validation  # strict JSON: not needed by --command
+        from queuectl import job_fields, validation  # strict JSON: not needed by --command
 
         try:
             job = validation.loads_strict(job_json)  # its fields are checked by enqueue_many
             if not isinstance(job, dict):
                 validation.checked_fields(job)  # refuses it: a job is an object
+            # Its id fixed here: a job returned in its place (its unique key's holder) is told apart.
+            job.setdefault("id", job_fields.new_id())
         except InvalidInput as error:
             raise _with_command_hint(error, job_json) from None
     elif command is None:
@@ -113,17 +143,33 @@ def enqueue(
             delay=delay,
             cwd=cwd,
             env=env,
+            unique_key=unique_key,
+            after=after,
+            no_retry_exit_codes=no_retry_exit_codes,
         )
     from queuectl.enqueue import enqueue_many
 
     target, make_parent = enqueue_target()
     (stored,) = enqueue_many(target, [job], make_parent=make_parent)
+    if stored.id != (job.id if isinstance(job, NewJob) else job["id"]):
+        note_held(stored)
+    elif stored.state is JobState.CANCELLED:  # a job in its after had already ended dead or cancelled
+        click.echo(f"queuectl: job {stored.id} is cancelled at once: {stored.last_error}", err=True)
     if as_json:
         from queuectl.cli import render  # tables and JSON: only for commands that print them
 
         render.print_json(stored.to_dict())
     else:
         click.echo(stored.id)
+
+
+def note_held(job: Job) -> None:
+    """Say on stderr that ``job``, returned in place of the job asked for, holds its unique key."""
+    click.echo(
+        f"queuectl: unique key {job.unique_key!r} is already enqueued (job {job.id}, {job.state.value});"
+        " nothing added",
+        err=True,
+    )
 
 
 def _with_command_hint(error: InvalidInput, text: str) -> InvalidInput:
@@ -166,9 +212,9 @@ def enqueue_file(path: str, as_json: bool) -> None:
     if as_json:
         from queuectl.cli import render  # tables and JSON: only for commands that print them
 
-        render.ids(enqueue_document(target, text, make_parent=make_parent), as_json=True)
+        render.ids(enqueue_document(target, text, make_parent=make_parent, held=note_held), as_json=True)
         return
     # Only the ids to print: plain {"command": ...} records take the bulk path, no object per job.
-    ids = enqueue_document_ids(target, text, make_parent=make_parent)
+    ids = enqueue_document_ids(target, text, make_parent=make_parent, held=note_held)
     if ids:
         sys.stdout.write("\n".join(ids) + "\n")  # one write, not one per job

@@ -21,7 +21,18 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 #: The commands that only read. Opening a SQLite store that does not exist creates it, empty:
 #: these say so, or ``queuectl --db typo.db status`` would look like an empty queue.
 READ_ONLY_COMMANDS = frozenset(
-    {"status", "list", "show", "logs", "dlq list", "config show", "config get", "worker list"}
+    {
+        "status",
+        "list",
+        "show",
+        "logs",
+        "dlq list",
+        "config show",
+        "config get",
+        "worker list",
+        "queue list",
+        "schedule list",
+    }
 )
 
 

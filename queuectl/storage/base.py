@@ -18,6 +18,7 @@ from typing import Protocol
 
 from queuectl.config import Settings
 from queuectl.models import (
+    UNSET,
     AttemptRecord,
     Claim,
     Job,
@@ -25,8 +26,11 @@ from queuectl.models import (
     LiveOutput,
     NewJob,
     Outcome,
+    Unset,
     WorkerInfo,
 )
+from queuectl.queues import QueueInfo, QueueSettings, Rate
+from queuectl.scheduling import MakeJob, NewSchedule, Schedule, ScheduleTick
 
 #: How many history entries a job keeps (the latest).
 HISTORY_LIMIT = 100
@@ -48,6 +52,17 @@ class Store(Protocol):
         with an ``UNSET`` field is a ``TypeError``, and nothing is inserted. ``run_at`` of
         ``None`` is the store's now plus ``delay`` (or now). Raises ``DuplicateJob`` naming
         the first id, in the order given, that already exists. Wakes idle workers.
+
+        Flow control (``storage.flow``): a job whose ``unique_key`` a ``pending``,
+        ``processing`` or ``failed`` job holds is not inserted, and that job is returned in its
+        place (its id differs), however many processes insert the key at once. Each id in
+        ``after`` names a stored job or an earlier one of ``jobs`` (an exact id, else a unique
+        prefix of 6+ characters; it is stored in full): ``JobNotFound`` or ``AmbiguousId``
+        otherwise, and nothing is inserted. A job waits (``waiting``) on its dependencies
+        not yet ended; one already ``dead`` or ``cancelled`` makes it ``cancelled`` at once
+        (``last_error`` ``dependency ID ended dead``). When a dependency ends, in the same
+        transaction, its dependents wait on one job fewer or, if it ended dead or cancelled,
+        the unfinished ones are cancelled, and theirs, down the chain.
         """
 
     async def get_job(self, job_id: str) -> Job:
@@ -92,13 +107,25 @@ class Store(Protocol):
     # --- the claim and what follows it ------------------------------------------------
 
     async def claim(
-        self, *, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+        self,
+        *,
+        worker_id: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        flow: bool = False,
     ) -> list[Claim]:
         """Atomically take up to ``limit`` due jobs, best first.
 
         Order: priority descending, then ``run_at``, then ``created_at``. Each job
         becomes ``processing``, ``attempts`` grows by one, and the claim holds a
         lease of ``lease`` seconds. Two claimers never get the same job.
+
+        ``flow``: some queue is paused or limited (``queue_settings``), so the claim reads the
+        queues' settings in its transaction: no job of a paused queue, and no more of a limited
+        queue's jobs than its concurrency and rate allow at once, however many claimers race
+        (the starts of rate-limited queues are recorded in the same transaction). Without it,
+        the plain claim, which ignores the queues' settings.
         """
 
     async def renew(self, *, worker_id: str, tokens: Sequence[str], lease: float) -> set[str]:
@@ -126,6 +153,7 @@ class Store(Protocol):
         queues: Sequence[str] | None,
         limit: int,
         lease: float,
+        flow: bool = False,
     ) -> tuple[bool, list[Claim]]:
         """``finish``, then ``claim`` up to ``limit`` jobs, in one round trip to the store.
 
@@ -220,7 +248,8 @@ class Store(Protocol):
         """
 
     async def has_unfinished(self, queues: Sequence[str] | None) -> bool:
-        """Whether any job is pending, failed or processing (in these queues)."""
+        """Whether any job is pending, failed or processing (in these queues), paused queues'
+        jobs aside (``worker start --drain`` does not wait for them)."""
 
     # --- the dead-letter queue --------------------------------------------------------
 
@@ -234,6 +263,44 @@ class Store(Protocol):
     async def retry_all_dead(self) -> list[Job]:
         """Move every dead job back to ``pending``; return them."""
 
+    # --- schedules (``queuectl.scheduling``) ------------------------------------------
+
+    async def add_schedule(self, schedule: NewSchedule) -> Schedule:
+        """Create the schedule, or replace the one of that name; return it as stored.
+
+        ``next_run_at`` is its first due time after the store's now (``Timing.first_after``).
+        A replaced schedule keeps ``created_at``, ``paused`` and ``last_job`` (so that
+        ``no_overlap`` still sees the job its previous form enqueued).
+        """
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every schedule, by name."""
+
+    async def remove_schedule(self, name: str) -> Schedule:
+        """Delete the schedule (its jobs stay); return it. ``ScheduleNotFound``."""
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        """Stop the schedule enqueueing anything until resumed; return it. ``ScheduleNotFound``."""
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        """Resume a paused schedule from now: ``next_run_at`` is its first due time after now,
+        due times missed while it was paused are not enqueued. A schedule that is not paused
+        is left as it is. ``ScheduleNotFound``."""
+
+    async def enqueue_due_schedules(self, make_job: MakeJob) -> ScheduleTick:
+        """For each active schedule whose ``next_run_at`` is due by the store's now: one job
+        for its latest due time (``Timing.latest_due``: missed ones are not replayed), made by
+        ``make_job(job, due)`` and inserted as ``add_jobs`` does, with ``schedule`` set to the
+        schedule's name; then ``next_run_at`` moves to the first due time after now and
+        ``last_job`` to the job. A schedule with ``no_overlap`` whose ``last_job`` is not final,
+        or whose job's unique key is taken, skips the due time (moves on, enqueues nothing).
+
+        Each due time makes one job however many workers call this at once: the insert and
+        the move happen in one transaction that only one caller can make for a due time. When
+        nothing is due, one indexed read and no write. Returns the jobs and the seconds to the
+        next due time.
+        """
+
     # --- settings ---------------------------------------------------------------------
 
     async def settings(self) -> Settings:
@@ -246,6 +313,31 @@ class Store(Protocol):
     async def set_setting(self, key: str, text: str) -> None:
         """Persist one setting's text, as given (``config.stored_text``), once the façade
         validated it, alone and with the others (``config.check_together``)."""
+
+    # --- queues: pauses and limits -----------------------------------------------------
+
+    async def list_queues(self) -> list[QueueInfo]:
+        """Every queue that has jobs or settings, by name: its jobs counted by state (zeros
+        too) and its settings."""
+
+    async def queue_settings(self) -> list[QueueSettings]:
+        """The queues that have a setting (paused, or a limit): one read of a small table, what
+        a worker reads each poll interval to choose between the plain and the ``flow`` claim."""
+
+    async def pause_queues(self, names: Sequence[str], *, paused: bool) -> None:
+        """Pause (or resume) these queues, whether they have jobs or not, in one transaction.
+        Resuming wakes idle workers."""
+
+    async def limit_queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | Unset | None = UNSET,
+        rate: Rate | Unset | None = UNSET,
+    ) -> QueueSettings:
+        """Set or clear (``None``) a queue's limits (``UNSET``: left as they are); return its
+        settings. A queue left with no setting loses its row; a rate cleared, its recorded
+        starts. Wakes idle workers."""
 
     # --- workers ----------------------------------------------------------------------
 

@@ -221,7 +221,9 @@ class Attempts:
         """Write the result and, in the same round trip, start the jobs claimed with it."""
         job = running.claim.job
         cancelled = running.cancelled
-        decision = KEEP_CANCELLED if cancelled else retry.decide(job, result.error, self.settings)
+        decision = (
+            KEEP_CANCELLED if cancelled else retry.decide(job, result.error, self.settings, result.exit_code)
+        )
         outcome = Outcome.of(decision, result, worker=self._worker_id, host=self._host, streamed=streamed)
         lease = self.settings.lease
         try:

@@ -200,14 +200,17 @@ class WorkerPool:
             on_stop=self._stop_requested_by_store,
             clock=self.clock,
             progress_dir=progress_dir,
+            on_queues=self._slots.use_queue_settings,
         )
         self._supervised = [
             self._supervise(upkeep.run(), "upkeep"),
             self._supervise(upkeep.guard_leases(), "lease guard"),
             self._supervise(upkeep.watch_jobs(), "job watch"),
             self._supervise(upkeep.keep_retention(), "retention"),
+            self._supervise(upkeep.keep_schedules(), "schedules"),
         ]
         try:
+            await upkeep.read_queues()  # before the first claim: a paused queue stays paused
             await upkeep.purge_retained()
             await upkeep.recover_lapsed()
             await self._dispatch()

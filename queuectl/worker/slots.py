@@ -6,6 +6,10 @@ commands running at once however the claims interleave: the dispatcher's claims 
 and the claims a finished job makes in the same round trip as its result (``finish_and_claim``),
 for its own slot and for any free one. A finished job whose claims filled its slot and every free
 one it asked for has *refilled* its slot: the dispatcher has nothing to do and is not woken.
+
+While a queue the pool serves is paused or limited (``use_queue_settings``, each poll interval),
+every claim is the store's ``flow`` claim, which honours the queues' settings in its transaction;
+otherwise the plain claim, which costs nothing more than before queues had settings.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from queuectl.models import Claim, Outcome
+from queuectl.queues import QueueSettings
 from queuectl.storage.base import Store
 
 __all__ = ("CANCELLED", "Running", "Slots")
@@ -71,6 +76,12 @@ class Slots:
         self._store = store
         self._worker_id = worker_id
         self._queues = queues
+        self.flow = False  # whether claims honour queues' pauses and limits (``use_queue_settings``)
+
+    def use_queue_settings(self, settings: Sequence[QueueSettings]) -> None:
+        """Claim with the ``flow`` claim while a queue this pool serves has a setting."""
+        served = None if self._queues is None else set(self._queues)
+        self.flow = any(item.any and (served is None or item.name in served) for item in settings)
 
     def free(self) -> int:
         """Slots neither running a job nor waiting for a claim in flight."""
@@ -92,7 +103,7 @@ class Slots:
         self._reserved += limit
         try:
             return await self._store.claim(
-                worker_id=self._worker_id, queues=self._queues, limit=limit, lease=lease
+                worker_id=self._worker_id, queues=self._queues, limit=limit, lease=lease, flow=self.flow
             )
         finally:
             self._reserved -= limit
@@ -116,6 +127,7 @@ class Slots:
                 queues=self._queues,
                 limit=limit,
                 lease=lease,
+                flow=self.flow,
             )
         finally:
             self._reserved -= extra

@@ -1,11 +1,11 @@
 """Keeping claims good: heartbeats, lease renewal, the lease guard, lost workers' jobs, cancelled
-jobs, stop requests, and the retention of finished jobs.
+jobs, stop requests, the retention of finished jobs, and the schedules' due jobs.
 
 Upkeep sees what it needs and nothing more of the pool: the store, the worker's id, the table of
 running jobs (whose leases it renews, which it kills when it cannot, and which it stops when they
 are cancelled), and callbacks for a stop request and for new settings. It runs as tasks that the
-pool supervises (``run``, ``guard_leases``, ``watch_jobs``, ``keep_retention``); each retries a
-passing ``StoreError`` itself, and any other failure ends it.
+pool supervises (``run``, ``guard_leases``, ``watch_jobs``, ``keep_retention``,
+``keep_schedules``); each retries a passing ``StoreError`` itself, and any other failure ends it.
 
 A cancelled job is learnt of by one read a poll interval while jobs run (``cancelled_claims``), so
 within a poll interval on any host, whatever wake-ups the store has; on PostgreSQL a NOTIFY of the
@@ -17,21 +17,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from queuectl import retry
 from queuectl.config import Settings
 from queuectl.display import in_words
-from queuectl.errors import StoreError
-from queuectl.models import AttemptOutcome, Decision, EndedAttempt, JobState, Outcome
+from queuectl.errors import InvalidInput, StoreError
+from queuectl.models import AttemptOutcome, Decision, EndedAttempt, JobState, NewJob, Outcome
 from queuectl.purging import purge
+from queuectl.queues import QueueSettings
+from queuectl.scheduling import scheduled_job
 from queuectl.storage.base import Store
 from queuectl.worker.live import sweep_progress
 from queuectl.worker.orphans import kill_orphans
 from queuectl.worker.slots import Running
 
-__all__ = ("LEASE_SAFETY_FRACTION", "RETENTION_EVERY", "WORKER_LOST", "Upkeep", "kill_deadline")
+__all__ = (
+    "LEASE_SAFETY_FRACTION",
+    "RETENTION_EVERY",
+    "SCHEDULES_EVERY",
+    "WORKER_LOST",
+    "Upkeep",
+    "kill_deadline",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,12 @@ LEASE_SAFETY_FRACTION = 0.2
 WORKER_LOST = "worker lost (lease expired)"
 #: Seconds between two deletions of the jobs past ``retention`` (the first is at start).
 RETENTION_EVERY = 600.0
+#: Most seconds between two looks for due schedules (sooner when one is due sooner): a schedule
+#: added by another process is seen within this, and each due time enqueued within it.
+SCHEDULES_EVERY = 1.0
+#: Fewest seconds between two looks: a due schedule another worker is enqueueing right now
+#: (its row locked) is no reason to spin.
+_SCHEDULES_PAUSE = 0.01
 
 
 def kill_deadline(jobs: Mapping[str, Running], lease: float) -> float:
@@ -62,8 +77,10 @@ class Upkeep:
         on_stop: Callable[[], None],
         clock: Callable[[], float],
         progress_dir: str | None = None,
+        on_queues: Callable[[Sequence[QueueSettings]], None] | None = None,
     ) -> None:
         self.store = store
+        self._on_queues = on_queues
         self.progress_dir = progress_dir
         self.worker_id = worker_id
         self.jobs = jobs
@@ -85,9 +102,15 @@ class Upkeep:
                     self._on_stop()
                 self.settings = await self.store.settings()
                 self._on_settings(self.settings)
+                await self.read_queues()
                 await self.recover_lapsed()
             except StoreError as exc:
                 logger.warning("upkeep failed, will retry: %s", exc)
+
+    async def read_queues(self) -> None:
+        """The queues' pauses and limits (one read of a small table): whether claims honour them."""
+        if self._on_queues is not None:
+            self._on_queues(await self.store.queue_settings())
 
     async def guard_leases(self) -> None:
         """On its own timer: ``run`` may be stuck retrying a store that went away."""
@@ -126,6 +149,30 @@ class Upkeep:
         while True:
             await asyncio.sleep(RETENTION_EVERY)
             await self.purge_retained()
+
+    async def keep_schedules(self) -> None:
+        """Enqueue the schedules' due jobs, at each due time and at least every ``SCHEDULES_EVERY``
+        seconds. Every worker does it; the store lets one job through per due time."""
+        while True:
+            wait = SCHEDULES_EVERY
+            try:
+                tick = await self.store.enqueue_due_schedules(self._scheduled_job)
+            except StoreError as exc:  # the next look tries again
+                logger.warning("could not enqueue the schedules' due jobs: %s", exc)
+            else:
+                for job in tick.enqueued:
+                    logger.info("schedule %s enqueued job %s", job.schedule, job.id)
+                if tick.next_due_in is not None:
+                    wait = max(min(wait, tick.next_due_in), _SCHEDULES_PAUSE)
+            await asyncio.sleep(wait)
+
+    def _scheduled_job(self, template: str, due: datetime) -> NewJob:
+        """A schedule's job for ``due``, its defaults from the settings as they are now."""
+        try:
+            return scheduled_job(template, due, self.settings)
+        except InvalidInput as exc:  # the store skips this due time
+            logger.warning("skipped a schedule's due time: its job is refused now: %s", exc)
+            raise
 
     async def purge_retained(self) -> None:
         """Delete completed and cancelled jobs that finished more than ``retention`` ago (None: keep)."""

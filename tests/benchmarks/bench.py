@@ -34,6 +34,8 @@ from bench_common import (
     new_jobs,
     queuectl_argv,
 )
+from bench_flow_jobs import flow_job_figures
+from bench_flow_queues import limits_figures
 from bench_follow import follow_figures
 from bench_latency import latency_figures
 from bench_scale import scale_figures
@@ -113,6 +115,8 @@ FIGURES: dict[str, Callable[[Context], list[Row]]] = {
     "scale": scale_figures,
     "memory": memory_figures,
     "follow": follow_figures,
+    "deps": flow_job_figures,
+    "limits": limits_figures,
 }
 POSTGRES_URL_ENV = "QUEUECTL_TEST_POSTGRES_URL"
 

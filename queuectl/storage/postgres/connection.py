@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import anyio
 
-from queuectl.errors import QueueError, StoreCorrupt, StoreError, StoreUnavailable
+from queuectl.errors import QueueError, StoreCorrupt, StoreError, StoreUnavailable, UniqueKeyHeld
 from queuectl.storage.postgres.schema import Connection, Pool, Row, migrate
 
 try:
@@ -209,8 +209,10 @@ class Database:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
-    def _error(self, error: BaseException) -> StoreError:
+    def _error(self, error: BaseException) -> QueueError:
         text = reason(error, self.url)
+        if getattr(error, "constraint_name", None) == "jobs_unique_key":  # a retry: another job took it
+            return UniqueKeyHeld()
         if isinstance(error, (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)):
             return StoreCorrupt(f"the store at {self.where} is not a queuectl database or is damaged: {text}")
         if self.closed or (isinstance(error, asyncpg.InterfaceError) and "closed" in str(error)):

@@ -21,7 +21,7 @@ _ISO_UTC = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
 _ENTRY_TYPES = {"str": "text", "int": "integer", "AttemptOutcome": "text", "datetime": "timestamptz"}
 
 
-def _object(values: list[str]) -> str:
+def entry_of(values: list[str]) -> str:
     """A jsonb entry of ``values``, one SQL expression per field of ``AttemptRecord``, in order."""
     pairs = []
     for info, value in zip(fields(AttemptRecord), values, strict=True):
@@ -34,7 +34,7 @@ def _object(values: list[str]) -> str:
 def entry(first: int) -> str:
     """An entry built from parameters ``$first``... (``ENTRY_PARAMETERS`` of them, the fields of
     ``AttemptRecord`` in order: ``rows.entry_arguments``), the keys of ``AttemptRecord.to_dict``."""
-    return _object(
+    return entry_of(
         [
             f"${number}::{_ENTRY_TYPES[info.annotation.split('|')[0].strip()]}"
             for number, info in enumerate(fields(AttemptRecord), first)
@@ -43,7 +43,7 @@ def entry(first: int) -> str:
 
 
 ENTRY_PARAMETERS = len(fields(AttemptRecord))
-_LATEST = _object(
+_LATEST = entry_of(
     [
         "attempt_worker",
         "attempt_host",

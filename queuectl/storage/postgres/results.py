@@ -54,14 +54,18 @@ def _entry_written(written: str) -> str:
 def _record(*, first: bool) -> str:
     """Records an attempt's outcome if the claim ($1, $2) still holds the job: a ``processing``
     one, or, for a ``cancelled`` outcome, a ``cancelled`` one (only the entry, its output, the end
-    time and the claim change then). The history entry is ``$12``...``$19``: in the latest
+    time and the claim change then). The history entry is the attempt's times ($6, $7), exit
+    code ($4) and error ($5) with its worker, host, pid and outcome ($12...$15): in the latest
     entry's columns (``history``; ``first``: the job has no entry to fold into the array first),
     but for a ``cancelled`` outcome, whose exit code and error are not the row's."""
     kept = "history" if first else history.FOLDED
     latest = [
         f"CASE WHEN $3::text = 'cancelled' THEN NULL ELSE {value} END"
-        for value in ("$12::text", "$13::text", "$14::integer", "$15::timestamptz", "$18::text")
+        for value in ("$12::text", "$13::text", "$14::integer", "$6::timestamptz", "$15::text")
     ]
+    entry = history.entry_of(
+        ["$12::text", "$13::text", "$14::integer", "$6", "$7", "$4::integer", "$15::text", "$5::text"]
+    )
     return f"""
     UPDATE jobs SET state = $3::text,
         exit_code = CASE WHEN $3::text = 'cancelled' THEN exit_code ELSE $4::integer END,
@@ -69,7 +73,7 @@ def _record(*, first: bool) -> str:
         started_at = coalesce($6, started_at), finished_at = $7, stdout = $8, stderr = $9,
         run_at = CASE WHEN $3::text = 'failed' THEN now() + $10::float8 * interval '1 second'
                       ELSE run_at END,
-        history = CASE WHEN $3::text = 'cancelled' THEN {history.FOLDED} || {history.entry(12)}
+        history = CASE WHEN $3::text = 'cancelled' THEN {history.FOLDED} || {entry}
                        ELSE {kept} END,
         attempt_worker = {latest[0]}, attempt_host = {latest[1]}, attempt_pid = {latest[2]},
         attempt_started = {latest[3]}, attempt_outcome = {latest[4]}, entries = entries + 1,
@@ -81,7 +85,7 @@ def _record(*, first: bool) -> str:
 
 
 #: How many parameters ``FINISH`` takes: a claim after it starts at the next.
-FINISH_PARAMETERS = 11 + history.ENTRY_PARAMETERS
+FINISH_PARAMETERS = 15
 
 
 def _recorded(*, first: bool, streamed: bool) -> str:
@@ -120,6 +124,27 @@ WITH {_recorded(first=first, streamed=streamed)}, relaxed AS (
 ), claimed AS ({claim})
 SELECT (SELECT count(*) FROM wake) AS finished, claimed.*
 FROM (SELECT 1 FROM relaxed) AS one LEFT JOIN claimed ON true
+"""
+
+
+@functools.cache
+def finish_and_flow_claim(*, first: bool = False, streamed: bool = False) -> str:
+    """``finish_and_claim`` with the claim that honours queues' settings (``sql.FLOW_CLAIM``),
+    still one round trip. The claim's function runs once the result is recorded (its first
+    argument depends on the count of what was), and, being volatile, reads with snapshots of its
+    own that see it: the finished job no longer counts against its queue's concurrency.
+    """
+    n = FINISH_PARAMETERS
+    return f"""
+WITH {_recorded(first=first, streamed=streamed)}, relaxed AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), ended AS (SELECT count(*) AS n FROM wake)
+SELECT ended.n AS finished, claimed.*
+FROM ended CROSS JOIN (SELECT 1 FROM relaxed) AS one LEFT JOIN LATERAL (
+    SELECT {sql.CLAIM_COLUMNS}
+    FROM queuectl_flow_claim(${n + 1}, ${n + 2}::float8, (${n + 3} + 0 * ended.n)::integer,
+                             ${n + 4}::text, ${n + 5}::text[])
+) AS claimed ON true
 """
 
 
@@ -216,7 +241,10 @@ def finish_work(claim: Claim, outcome: Outcome, channel: str) -> tuple[Work[bool
         outcome.stderr,
         seconds(outcome.retry_in),
         channel,
-        *entry_arguments(outcome),
+        outcome.worker,
+        outcome.host,
+        outcome.pid,
+        outcome.outcome.value,
     )
 
     async def write(connection: Connection, retried: bool) -> bool:

@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from queuectl.errors import StoreCorrupt, StoreUnavailable
+from queuectl.storage.postgres import history
 
 # --- the little of asyncpg we use, typed (asyncpg has no stubs) ---------------------------
 
@@ -156,22 +157,75 @@ _MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN attempt_outcome text;  -- NULL: the latest entry, if any, is the array's last
     """,
     # 4: flow control, the jobs' part: unique keys, dependencies, exit codes not retried.
-    """
+    f"""
     ALTER TABLE jobs
         ADD COLUMN unique_key text,
         ADD COLUMN after text NOT NULL DEFAULT '[]',  -- a JSON array of job ids
         ADD COLUMN no_retry_exit_codes text NOT NULL DEFAULT '[]',  -- a JSON array of ints
-        -- How many of the jobs its after names are not yet completed: above 0, the job waits.
-        ADD COLUMN waiting integer NOT NULL DEFAULT 0;
+        -- How many of the jobs its after names have not ended yet (its rows in
+        -- job_dependencies): above 0, the job waits.
+        ADD COLUMN waiting integer NOT NULL DEFAULT 0,
+        -- How many jobs wait on this one (its rows in job_dependencies as depends_on): 0 for
+        -- nearly every job, so that the trigger below costs them one comparison.
+        ADD COLUMN dependents integer NOT NULL DEFAULT 0;
     -- At most one unfinished job per key, held by the server under concurrent enqueues.
     CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key)
         WHERE unique_key IS NOT NULL AND state IN ('pending', 'processing', 'failed');
-    -- Who waits on whom: what a dependency's end reads to release or cancel its dependents.
+    -- Who waits on whom, while the job depended on has not ended: what its end reads to
+    -- release or cancel its dependents, then deletes.
     CREATE TABLE job_dependencies (
         depends_on text COLLATE "C" NOT NULL,
         job_id text COLLATE "C" NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
         PRIMARY KEY (depends_on, job_id)
     );
+    -- What a deleted job's ON DELETE CASCADE reads: without it, a purge scans the table per job.
+    CREATE INDEX job_dependencies_job ON job_dependencies (job_id);
+    -- A job with dependents ends, however it ends (a result, a cancel, the dead-letter path):
+    -- in the same transaction each dependent waits on one job fewer, and if it ended dead or
+    -- cancelled, its unfinished dependents are cancelled, and theirs, down the chain. The chain
+    -- is walked by one recursive query, not by the trigger firing again for each link (their
+    -- dependents are set to 0 as they are cancelled), so that its length is not bounded by the
+    -- server's stack. search_path FROM CURRENT: this schema's tables.
+    CREATE FUNCTION jobs_dependency_ended() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+    DECLARE
+        doomed text[];
+    BEGIN
+        IF NEW.state <> 'completed' THEN
+            WITH RECURSIVE chain (id, cause) AS (
+                SELECT j.id, 'dependency ' || NEW.id || ' ended ' || NEW.state
+                FROM job_dependencies AS d JOIN jobs AS j ON j.id = d.job_id
+                WHERE d.depends_on = NEW.id AND j.state IN ('pending', 'failed')
+                UNION
+                SELECT j.id, 'dependency ' || chain.id || ' ended cancelled'
+                FROM chain JOIN job_dependencies AS d ON d.depends_on = chain.id
+                    JOIN jobs AS j ON j.id = d.job_id
+                WHERE j.state IN ('pending', 'failed')
+            ), cancelled AS (
+                UPDATE jobs SET state = 'cancelled', last_error = c.cause, dependents = 0,
+                    {history.FOLD}, updated_at = now()
+                FROM (SELECT DISTINCT ON (id) id, cause FROM chain ORDER BY id, cause) AS c
+                WHERE jobs.id = c.id
+                RETURNING jobs.id
+            )
+            SELECT array_agg(id) INTO doomed FROM cancelled;
+        END IF;
+        -- Dependents wait on the jobs that ended no more: the links' rows go, and their counts.
+        WITH gone AS (
+            DELETE FROM job_dependencies WHERE depends_on = NEW.id OR depends_on = ANY(doomed)
+            RETURNING job_id
+        )
+        UPDATE jobs SET waiting = jobs.waiting - g.n
+        FROM (SELECT job_id, count(*) AS n FROM gone GROUP BY job_id) AS g
+        WHERE jobs.id = g.job_id;
+        UPDATE jobs SET dependents = 0 WHERE id = NEW.id;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER jobs_dependency_ended AFTER UPDATE OF state ON jobs FOR EACH ROW
+        WHEN (NEW.dependents > 0 AND NEW.state <> OLD.state
+            AND NEW.state IN ('completed', 'dead', 'cancelled'))
+        EXECUTE FUNCTION jobs_dependency_ended();
     -- Claims see only jobs that wait on nothing.
     DROP INDEX jobs_due;
     CREATE INDEX jobs_due ON jobs (priority DESC, run_at, created_at, seq)
@@ -189,6 +243,164 @@ _MIGRATIONS: tuple[str, ...] = (
     -- Recent starts of rate-limited queues' jobs, one row per claim.
     CREATE TABLE queue_starts (queue text NOT NULL, started_at timestamptz NOT NULL);
     CREATE INDEX queue_starts_queue ON queue_starts (queue, started_at);
+    -- The claim while some queue is paused or limited (``queues.py``), in one round trip. A
+    -- function, so that its statements take snapshots one after the other: the counts are read
+    -- only once the limited queues are locked, so they see every claim committed by the lock's
+    -- previous holder. The clock is read after the lock too: starts are recorded in order.
+    CREATE FUNCTION queuectl_flow_claim(
+        p_worker text, p_lease float8, p_wanted integer, p_prefix text, p_served text[]
+    ) RETURNS SETOF jobs LANGUAGE plpgsql
+    -- Its reads are all small index ranges (held jobs, a queue's recent starts, the claim
+    -- order's head); without statistics yet, the planner would scan whole tables instead. (Plans
+    -- so steered look costly: not worth compiling, which would take longer than running them.)
+    SET enable_seqscan = off SET jit = off
+    AS $flow$
+    DECLARE
+        moment timestamptz;
+        got integer;
+        want integer;
+        limited text[];
+        allowed bigint[];
+        blocked text[];
+        chosen text[] := '{}';
+        overflowed boolean;
+        k integer;
+        candidate record;
+    BEGIN
+        -- Transaction-scoped advisory locks, one per limited queue, in name order (no
+        -- deadlock); no row is written, so a claim that takes nothing writes nothing.
+        PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(q.name))
+        FROM (
+            SELECT name FROM queues
+            WHERE NOT paused AND (concurrency IS NOT NULL OR rate_count IS NOT NULL)
+                AND (p_served IS NULL OR name = ANY(p_served))
+            ORDER BY name
+        ) AS q;
+        moment := clock_timestamp();
+        -- The usual case, one statement: one walk of the claim order past the queues that can
+        -- take nothing, stopping at the number wanted, each limited queue capped at what it may
+        -- start (a queue within its limits costs the walk nothing more).
+        RETURN QUERY
+        WITH allowance AS (
+            SELECT q.name, q.rate_count IS NOT NULL AS rated, q.rate_seconds, least(
+                p_wanted::bigint,
+                q.concurrency - (SELECT count(*) FROM jobs AS h
+                                 WHERE h.claim_token IS NOT NULL AND h.queue = q.name),
+                q.rate_count - (SELECT count(*) FROM queue_starts AS s
+                                WHERE s.queue = q.name
+                                    AND s.started_at > moment - q.rate_seconds * interval '1 second')
+            ) AS n
+            FROM queues AS q
+            WHERE NOT q.paused AND (q.concurrency IS NOT NULL OR q.rate_count IS NOT NULL)
+                AND (p_served IS NULL OR q.name = ANY(p_served))
+        ), blocked AS (
+            SELECT name FROM queues WHERE paused
+            UNION ALL
+            SELECT name FROM allowance WHERE n <= 0
+        ), walk AS (
+            SELECT j.id, j.queue, j.priority, j.run_at, j.created_at, j.seq FROM jobs AS j
+            WHERE j.state IN ('pending', 'failed') AND j.waiting = 0 AND j.run_at <= now()
+                AND (p_served IS NULL OR j.queue = ANY(p_served))
+                AND j.queue NOT IN (SELECT name FROM blocked)
+            ORDER BY j.priority DESC, j.run_at, j.created_at, j.seq
+            LIMIT p_wanted
+            FOR UPDATE SKIP LOCKED
+        ), chosen AS (
+            SELECT w.id FROM (
+                SELECT walk.id, walk.queue, row_number() OVER (
+                    PARTITION BY walk.queue
+                    ORDER BY walk.priority DESC, walk.run_at, walk.created_at, walk.seq
+                ) AS nth
+                FROM walk
+            ) AS w LEFT JOIN allowance AS a ON a.name = w.queue
+            WHERE a.name IS NULL OR w.nth <= a.n
+        ), claimed AS (
+            UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = p_worker,
+                claim_token = p_prefix || gen_random_uuid()::text,
+                lease_expires_at = moment + p_lease * interval '1 second',
+                started_at = moment, updated_at = moment, progress = NULL
+            WHERE id IN (SELECT id FROM chosen)
+            RETURNING jobs.*
+        ), started AS (
+            INSERT INTO queue_starts (queue, started_at)
+            SELECT c.queue, moment FROM claimed AS c JOIN allowance AS a ON a.name = c.queue AND a.rated
+        ), trimmed AS (
+            -- Only the locked queues' old starts: another claim may be counting the others'.
+            DELETE FROM queue_starts AS s USING allowance AS a
+            WHERE a.rated AND s.queue = a.name
+                AND s.started_at <= moment - a.rate_seconds * interval '1 second'
+        )
+        SELECT * FROM claimed;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        -- None (nothing due), or all wanted: done. Some: the walk may have handed a limited
+        -- queue more jobs than it could start; the others' come from further walks without it.
+        IF got = 0 OR got >= p_wanted THEN
+            RETURN;
+        END IF;
+        want := p_wanted - got;
+        SELECT coalesce(array_agg(f.name) FILTER (WHERE f.n IS NOT NULL), '{}'),
+            coalesce(array_agg(f.n) FILTER (WHERE f.n IS NOT NULL), '{}'),
+            coalesce(array_agg(f.name) FILTER (WHERE f.paused OR f.n <= 0), '{}')
+        INTO limited, allowed, blocked
+        FROM (
+            SELECT q.name, q.paused,
+                CASE WHEN NOT q.paused AND (q.concurrency IS NOT NULL OR q.rate_count IS NOT NULL)
+                        AND (p_served IS NULL OR q.name = ANY(p_served)) THEN least(
+                    want::bigint,
+                    q.concurrency - (SELECT count(*) FROM jobs AS h
+                                     WHERE h.claim_token IS NOT NULL AND h.queue = q.name),
+                    q.rate_count - (SELECT count(*) FROM queue_starts AS s
+                                    WHERE s.queue = q.name
+                                        AND s.started_at > moment - q.rate_seconds * interval '1 second'))
+                END AS n
+            FROM queues AS q
+            WHERE q.paused OR q.concurrency IS NOT NULL OR q.rate_count IS NOT NULL
+        ) AS f;
+        WHILE coalesce(array_length(chosen, 1), 0) < want LOOP
+            overflowed := false;
+            FOR candidate IN
+                SELECT j.id, j.queue FROM jobs AS j
+                WHERE j.state IN ('pending', 'failed') AND j.waiting = 0 AND j.run_at <= now()
+                    AND (p_served IS NULL OR j.queue = ANY(p_served))
+                    AND j.queue <> ALL(blocked) AND j.id <> ALL(chosen)
+                ORDER BY j.priority DESC, j.run_at, j.created_at, j.seq
+                LIMIT want - coalesce(array_length(chosen, 1), 0)
+                FOR UPDATE SKIP LOCKED
+            LOOP
+                k := array_position(limited, candidate.queue);
+                IF k IS NOT NULL AND allowed[k] <= 0 THEN
+                    overflowed := true;
+                    CONTINUE;
+                END IF;
+                chosen := chosen || candidate.id;
+                IF k IS NOT NULL THEN
+                    allowed[k] := allowed[k] - 1;
+                    IF allowed[k] = 0 THEN
+                        blocked := blocked || candidate.queue;
+                    END IF;
+                END IF;
+            END LOOP;
+            EXIT WHEN NOT overflowed;
+        END LOOP;
+        IF coalesce(array_length(chosen, 1), 0) = 0 THEN
+            RETURN;
+        END IF;
+        RETURN QUERY
+        WITH claimed AS (
+            UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = p_worker,
+                claim_token = p_prefix || gen_random_uuid()::text,
+                lease_expires_at = moment + p_lease * interval '1 second',
+                started_at = moment, updated_at = moment, progress = NULL
+            WHERE id = ANY(chosen)
+            RETURNING jobs.*
+        ), started AS (
+            INSERT INTO queue_starts (queue, started_at)
+            SELECT c.queue, moment FROM claimed AS c
+            WHERE c.queue IN (SELECT name FROM queues WHERE rate_count IS NOT NULL AND NOT paused)
+        )
+        SELECT * FROM claimed;
+    END
+    $flow$;
     """,
     # 6: flow control, schedules.
     """
@@ -205,6 +417,8 @@ _MIGRATIONS: tuple[str, ...] = (
         created_at timestamptz NOT NULL,
         updated_at timestamptz NOT NULL
     );
+    -- What workers read each second: the earliest due time of an active schedule, one index step.
+    CREATE INDEX schedules_due ON schedules (next_run_at) WHERE NOT paused;
     """,
 )
 

@@ -114,9 +114,11 @@ NEXT_RUN_AT = (
     " FROM jobs WHERE state IN ('pending', 'failed') AND waiting = 0"
     " AND (cardinality($1::text[]) = 0 OR queue = ANY($1::text[]))"
 )
+#: Paused queues' jobs do not count: ``--drain`` does not wait for them.
 HAS_UNFINISHED = (
     "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('pending', 'failed', 'processing')"
-    " AND ($1::text[] IS NULL OR queue = ANY($1::text[]))) AS found"
+    " AND ($1::text[] IS NULL OR queue = ANY($1::text[]))"
+    " AND queue NOT IN (SELECT name FROM queues WHERE paused)) AS found"
 )
 
 # --- claims ------------------------------------------------------------------------------------
@@ -138,6 +140,9 @@ RETURNING {columns}
 """
 CLAIM_ANY_QUEUE = _CLAIM.format(queue_filter="", columns=CLAIM_COLUMNS)
 CLAIM_QUEUES = _CLAIM.format(queue_filter=" AND queue = ANY($5::text[])", columns=CLAIM_COLUMNS)
+#: The claim while some queue is paused or limited: ``_CLAIM``'s parameters, then the queues
+#: served (NULL: any). The function is the schema's (migration 5), for its snapshots.
+FLOW_CLAIM = f"SELECT {CLAIM_COLUMNS} FROM queuectl_flow_claim($1, $2::float8, $3, $4::text, $5::text[])"
 #: What a claim whose reply was lost took: this worker's jobs with tokens of that call.
 CLAIMED_BEFORE = f"""
 SELECT {CLAIM_COLUMNS} FROM jobs

@@ -31,6 +31,7 @@ from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict
 from queuectl.models import (
     FINAL_STATES,
     UNFINISHED_STATES,
+    UNSET,
     AttemptRecord,
     Claim,
     Job,
@@ -38,13 +39,19 @@ from queuectl.models import (
     LiveOutput,
     NewJob,
     Outcome,
+    Unset,
     WorkerInfo,
 )
+from queuectl.queues import QueueInfo, QueueSettings, Rate
+from queuectl.scheduling import MakeJob, NewSchedule, Schedule, ScheduleTick
 from queuectl.storage.base import job_filter
-from queuectl.storage.postgres import operating, results, rows, sql
+from queuectl.storage.flow import uses_flow
+from queuectl.storage.postgres import flow_insert, operating, results, rows, sql
 from queuectl.storage.postgres.connection import Database, UniqueViolation, Work
 from queuectl.storage.postgres.listen import Listener, channel_name
+from queuectl.storage.postgres.queues import QueueSettingsStore
 from queuectl.storage.postgres.rows import chunk_from_row, claim_from_row, job_from_row, seconds
+from queuectl.storage.postgres.schedules import Schedules
 from queuectl.storage.postgres.schema import Connection, Row
 
 
@@ -56,7 +63,9 @@ class PostgresStore:
         self.where = database.where
         self._database = database
         self._channel = channel_name(database.schema)
+        self._schedules = Schedules(database, channel=self._channel)
         self._listener = Listener(database.url, self._channel, connect_timeout=connect_timeout)
+        self._queues = QueueSettingsStore(database, self._channel)
 
     @classmethod
     async def open(
@@ -92,6 +101,8 @@ class PostgresStore:
         if len(set(ids)) < len(ids):
             repeated = next(job_id for job_id, count in Counter(ids).items() if count > 1)
             raise DuplicateJob(f"the job id {repeated!r} is given more than once")
+        if uses_flow(jobs):
+            return await self._database.run(self._flow_work(jobs, ids))
         arrays = rows.insert_arguments(jobs)
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -108,6 +119,26 @@ class PostgresStore:
 
         by_id = {row["id"]: job_from_row(row) for row in await self._database.run(insert)}
         return [by_id[job_id] for job_id in ids]
+
+    def _flow_work(self, jobs: Sequence[NewJob], ids: list[str]) -> Work[list[Job]]:
+        """Jobs with unique keys or dependencies (``flow_insert``) as retryable work."""
+        began = asyncio.get_running_loop().time()
+
+        async def insert(connection: Connection, retried: bool) -> list[Job]:
+            if retried:  # after a dropped connection the first try may have committed
+                window = asyncio.get_running_loop().time() - began + 5.0
+                found = await connection.fetch(sql.ADDED_RECENTLY, ids, window)
+                if found and (added := await flow_insert.added_before(connection, jobs, found)):
+                    return added
+            try:
+                async with connection.transaction():
+                    added = await flow_insert.add_jobs(connection, jobs)
+                    await connection.execute("SELECT pg_notify($1, 'added')", self._channel)
+            except UniqueViolation as error:
+                raise await _duplicate(connection, ids) from error
+            return added
+
+        return insert
 
     async def get_job(self, job_id: str) -> Job:
         found = await self._database.fetch(sql.GET_JOB, job_id)
@@ -159,11 +190,17 @@ class PostgresStore:
     # --- claims --------------------------------------------------------------------------
 
     async def claim(
-        self, *, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+        self,
+        *,
+        worker_id: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        flow: bool = False,
     ) -> list[Claim]:
         if limit <= 0:
             return []
-        take, _ = _claim_work(worker_id, queues, limit, lease)
+        take, _ = _claim_work(worker_id, queues, limit, lease, flow=flow)
         return _best_first(await self._database.run(take))
 
     async def renew(self, *, worker_id: str, tokens: Sequence[str], lease: float) -> set[str]:
@@ -185,14 +222,17 @@ class PostgresStore:
         queues: Sequence[str] | None,
         limit: int,
         lease: float,
+        flow: bool = False,
     ) -> tuple[bool, list[Claim]]:
         if limit <= 0:
             return await self.finish(claim, outcome), []
         write, finish_arguments = results.finish_work(claim, outcome, self._channel)
-        take, claim_arguments = _claim_work(worker_id, queues, limit, lease)
-        statement = results.finish_and_claim(
-            queues=bool(queues), first=results.first_entry(claim), streamed=outcome.streamed
-        )
+        take, claim_arguments = _claim_work(worker_id, queues, limit, lease, flow=flow)
+        first, streamed = results.first_entry(claim), outcome.streamed
+        if flow:
+            statement = results.finish_and_flow_claim(first=first, streamed=streamed)
+        else:
+            statement = results.finish_and_claim(queues=bool(queues), first=first, streamed=streamed)
         arguments = (*finish_arguments, *claim_arguments)
 
         async def both(connection: Connection, retried: bool) -> tuple[bool, list[Row]]:
@@ -281,6 +321,26 @@ class PostgresStore:
         found = await self._database.fetch(sql.HAS_UNFINISHED, list(queues) if queues else None)
         return bool(found[0]["found"])
 
+    # --- queues: pauses and limits (``queues``) --------------------------------------------
+
+    async def list_queues(self) -> list[QueueInfo]:
+        return await self._queues.list_queues()
+
+    async def queue_settings(self) -> list[QueueSettings]:
+        return await self._queues.queue_settings()
+
+    async def pause_queues(self, names: Sequence[str], *, paused: bool) -> None:
+        await self._queues.pause_queues(names, paused=paused)
+
+    async def limit_queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | Unset | None = UNSET,
+        rate: Rate | Unset | None = UNSET,
+    ) -> QueueSettings:
+        return await self._queues.limit_queue(name, concurrency=concurrency, rate=rate)
+
     # --- dead-letter queue ---------------------------------------------------------------
 
     async def retry_dead(self, job_ids: Sequence[str]) -> list[Job]:
@@ -304,6 +364,26 @@ class PostgresStore:
 
     async def retry_all_dead(self) -> list[Job]:
         return rows.newest_first(await self._database.fetch(sql.REVIVE_ALL, self._channel))
+
+    # --- schedules (``schedules``) --------------------------------------------------------
+
+    async def add_schedule(self, schedule: NewSchedule) -> Schedule:
+        return await self._schedules.add(schedule)
+
+    async def list_schedules(self) -> list[Schedule]:
+        return await self._schedules.list_all()
+
+    async def remove_schedule(self, name: str) -> Schedule:
+        return await self._schedules.remove(name)
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        return await self._schedules.pause(name)
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        return await self._schedules.resume(name)
+
+    async def enqueue_due_schedules(self, make_job: MakeJob) -> ScheduleTick:
+        return await self._schedules.enqueue_due(make_job)
 
     # --- settings ------------------------------------------------------------------------
 
@@ -355,15 +435,21 @@ class PostgresStore:
 
 
 def _claim_work(
-    worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+    worker_id: str, queues: Sequence[str] | None, limit: int, lease: float, *, flow: bool = False
 ) -> tuple[Work[list[Row]], tuple[Any, ...]]:
-    """The claim as retryable work, and its arguments: worker, lease, limit, prefix(, queues)."""
+    """The claim as retryable work, and its arguments: worker, lease, limit, prefix(, queues).
+
+    ``flow``: the claim that honours queues' pauses and limits (``sql.FLOW_CLAIM``).
+    """
     # If the connection drops after the claim committed, the retry must hand over what the
     # first try took: else those jobs would wait out their lease and count an attempt that
     # never ran (straight to the DLQ with max_retries 0). Their tokens start with ``prefix``.
     prefix = f"{uuid.uuid4().hex}."
     # None or empty: every queue, as in the SQLite store.
-    statement, only = (sql.CLAIM_QUEUES, [list(queues)]) if queues else (sql.CLAIM_ANY_QUEUE, [])
+    if flow:
+        statement, only = sql.FLOW_CLAIM, [list(queues) if queues else None]
+    else:
+        statement, only = (sql.CLAIM_QUEUES, [list(queues)]) if queues else (sql.CLAIM_ANY_QUEUE, [])
 
     async def take(connection: Connection, retried: bool) -> list[Row]:
         found = await connection.fetch(sql.CLAIMED_BEFORE, worker_id, prefix) if retried else []

@@ -63,6 +63,7 @@ class Database:
             )
             try:
                 await db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                await db.execute(sqlite_schema.RECURSIVE_TRIGGERS)
             except BaseException:
                 await db.close()
                 raise

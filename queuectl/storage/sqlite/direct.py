@@ -2,7 +2,8 @@
 
 ``queuectl.enqueue`` inserts through ``transaction``: the same insert (``rows.INSERT``), the same
 one transaction and the same durability as ``SqliteStore.add_jobs``, in a short-lived process
-that never starts asyncio. ``duplicate_of`` words the refusal of a taken id for both.
+that never starts asyncio (jobs with a unique key or dependencies: ``flow_insert``, the same plan
+as the store's). ``duplicate_of`` words the refusal of a taken id for both.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from itertools import chain, repeat
 from typing import TYPE_CHECKING
 
 from queuectl.errors import DuplicateJob
+from queuectl.storage.flow import uses_flow
 from queuectl.storage.sqlite import schema as sqlite_schema
 from queuectl.storage.sqlite.rows import (
     INSERT,
@@ -57,9 +59,13 @@ class Writer:
         return settings_from_rows(self._connection.execute(SELECT_SETTINGS).fetchall())
 
     def add_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
-        """Insert ``jobs``; return them as stored."""
-        rows = insert_rows(jobs, self._now)
+        """Insert ``jobs``; return them as stored (``storage.flow``: a key's holder in a job's place)."""
         self.ids.append([job.id for job in jobs])
+        if uses_flow(jobs):
+            from queuectl.storage.sqlite import flow_insert
+
+            return flow_insert.run(flow_insert.add_jobs(jobs, self._now), self._connection)
+        rows = insert_rows(jobs, self._now)
         self._connection.executemany(INSERT, rows)
         return [stored_job(row) for row in rows]
 

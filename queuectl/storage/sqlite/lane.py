@@ -83,6 +83,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
     try:
         connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute(sqlite_schema.RECURSIVE_TRIGGERS)
         connection.execute("PRAGMA wal_autocheckpoint = 0")
     except BaseException:
         connection.close()

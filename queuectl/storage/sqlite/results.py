@@ -23,9 +23,10 @@ from queuectl.storage.sqlite import sql
 from queuectl.storage.sqlite.history import time_text
 from queuectl.storage.sqlite.rows import epoch
 
-#: The rows a statement returned; a statement with its parameters (the claim that follows a result).
+#: The rows a statement returned; the claim that follows a result: a statement with its
+#: parameters (the plain claim), or work inside the transaction (``queues.flow_claim``).
 Rows = list[Any]
-Take = tuple[str, tuple[Any, ...]]
+Take = tuple[str, tuple[Any, ...]] | Callable[[sqlite3.Connection], Rows]
 T = TypeVar("T")
 
 _MOVE_IF_PROCESSING = sql.move_output("'processing'")
@@ -148,7 +149,7 @@ def finish_and_claim(finishing: Finishing, take: Take) -> Callable[[sqlite3.Conn
         connection.execute("BEGIN IMMEDIATE")
         try:
             accepted = finishing.run(connection)
-            claimed = connection.execute(*take).fetchall()
+            claimed = take(connection) if callable(take) else connection.execute(*take).fetchall()
             connection.execute("COMMIT")
         except BaseException:
             sqlite_schema.rollback(connection)

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from queuectl.errors import StoreBusy, StoreCorrupt, StoreError, StoreUnavailable
+from queuectl.errors import StoreBusy, StoreCorrupt, StoreError, StoreUnavailable, UniqueKeyHeld
+from queuectl.storage.sqlite import history
 
 T = TypeVar("T")
 
@@ -74,6 +75,10 @@ def patiently(action: Callable[[], T], timeout: float = BUSY_TIMEOUT_SECONDS) ->
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
+
+#: Every connection that writes jobs runs it: a dependency chain is cancelled link by link, each
+#: cancel firing the trigger ``jobs_dependency_ended`` again (migration 5).
+RECURSIVE_TRIGGERS = "PRAGMA recursive_triggers = ON"
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema.
@@ -175,21 +180,52 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN attempt_outcome TEXT;
     """,
     # 5: flow control, the jobs' part: unique keys, dependencies, exit codes not retried.
-    """
+    f"""
     ALTER TABLE jobs ADD COLUMN unique_key TEXT;
     ALTER TABLE jobs ADD COLUMN after TEXT;  -- a JSON array of job ids, or NULL for none
     ALTER TABLE jobs ADD COLUMN no_retry_exit_codes TEXT;  -- a JSON array of ints, or NULL
-    -- How many of the jobs its after names are not yet completed: above 0, the job waits.
+    -- How many of the jobs its after names have not ended yet (its rows in job_dependencies):
+    -- above 0, the job waits.
     ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+    -- How many jobs wait on this one (its rows in job_dependencies as depends_on): 0 for nearly
+    -- every job, so that the trigger below costs them one comparison.
+    ALTER TABLE jobs ADD COLUMN dependents INTEGER NOT NULL DEFAULT 0;
+    -- How many jobs were above it in its longest chain of dependencies when it was enqueued:
+    -- a cancel goes down a chain one nested trigger per link, and SQLite nests at most 1,000.
+    ALTER TABLE jobs ADD COLUMN links INTEGER NOT NULL DEFAULT 0;
     -- At most one unfinished job per key, held by the store under concurrent enqueues.
     CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key)
         WHERE unique_key IS NOT NULL AND state IN ('pending', 'processing', 'failed');
-    -- Who waits on whom: what a dependency's end reads to release or cancel its dependents.
+    -- Who waits on whom, while the job depended on has not ended: what its end reads to
+    -- release or cancel its dependents, then deletes.
     CREATE TABLE job_dependencies (
         depends_on TEXT NOT NULL,
         job_id TEXT NOT NULL,
         PRIMARY KEY (depends_on, job_id)
     ) WITHOUT ROWID;
+    CREATE INDEX job_dependencies_job ON job_dependencies (job_id);
+    -- A job with dependents ends, however it ends (a result, a cancel, the dead-letter path):
+    -- in the same transaction each dependent waits on one job fewer, and if it ended dead or
+    -- cancelled, its unfinished dependents are cancelled, and theirs, down the chain (each
+    -- cancel fires this trigger again: every connection sets PRAGMA recursive_triggers).
+    CREATE TRIGGER jobs_dependency_ended AFTER UPDATE OF state ON jobs
+    WHEN new.dependents > 0 AND new.state <> old.state
+        AND new.state IN ('completed', 'dead', 'cancelled')
+    BEGIN
+        UPDATE jobs SET state = 'cancelled', last_error = 'dependency ' || new.id || ' ended ' || new.state,
+            {history.FOLD}, updated_at = new.updated_at
+        -- +state: found by id from the dependents' rows, never by a scan of every pending job.
+        WHERE new.state <> 'completed' AND +state IN ('pending', 'failed')
+            AND id IN (SELECT job_id FROM job_dependencies WHERE depends_on = new.id);
+        UPDATE jobs SET waiting = waiting - 1
+        WHERE id IN (SELECT job_id FROM job_dependencies WHERE depends_on = new.id);
+        DELETE FROM job_dependencies WHERE depends_on = new.id;
+        UPDATE jobs SET dependents = 0 WHERE id = new.id;
+    END;
+    -- A job deleted while it still waits (purge of a cancelled one) leaves no rows behind.
+    CREATE TRIGGER jobs_dependent_deleted AFTER DELETE ON jobs WHEN old.waiting > 0 BEGIN
+        DELETE FROM job_dependencies WHERE job_id = old.id;
+    END;
     -- Claims and idle workers' sleeps see only jobs that wait on nothing.
     DROP INDEX jobs_due;
     CREATE INDEX jobs_due ON jobs (priority DESC, run_at, created_at, seq)
@@ -225,6 +261,8 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL
     );
+    -- What workers read each second: the earliest due time of an active schedule, one index step.
+    CREATE INDEX schedules_due ON schedules (next_run_at) WHERE paused = 0;
     """,
 )
 
@@ -238,6 +276,10 @@ def translate_errors(path: Path) -> Iterator[None]:
         yield
     except StoreError:
         raise
+    except sqlite3.IntegrityError as error:
+        if "jobs.unique_key" in str(error):  # a retry of a job whose key another job took meanwhile
+            raise UniqueKeyHeld() from error
+        raise store_error(path, error) from error
     except sqlite3.Error as error:
         raise store_error(path, error) from error
 
@@ -311,6 +353,7 @@ def connect(path: Path, *, durable: bool) -> sqlite3.Connection:
             patiently(lambda: _enable_wal(connection))
             patiently(lambda: _migrate(connection, path))
             connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            connection.execute(RECURSIVE_TRIGGERS)
         except BaseException:
             connection.close()
             raise

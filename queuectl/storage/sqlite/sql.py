@@ -53,24 +53,33 @@ def next_run_at(queue_count: int) -> str:
 
 @cache
 def has_unfinished(queue_count: int) -> str:
+    """Paused queues' jobs do not count: ``--drain`` does not wait for them."""
     return (
         "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('pending', 'failed', 'processing')"
-        f"{queue_filter(queue_count)})"
+        f"{queue_filter(queue_count)} AND queue NOT IN (SELECT name FROM queues WHERE paused))"
     )
 
 
 # --- the claim and what follows it ----------------------------------------------------------
 
 
+#: What a claim changes. Parameters: worker, lease end, now x2.
+CLAIM_SET = (
+    "UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = ?,"
+    " claim_token = lower(hex(randomblob(8))), lease_expires_at = ?, started_at = ?,"
+    " updated_at = ?, progress = NULL"
+)
+
+
 @cache
 def claim(queue_count: int) -> str:
-    """Take up to LIMIT due jobs. Parameters: worker, lease end, now x3, the queues, the limit."""
-    return (
-        "UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = ?,"
-        " claim_token = lower(hex(randomblob(8))), lease_expires_at = ?, started_at = ?,"
-        " updated_at = ?, progress = NULL"
-        # SQLite keeps no statistics and would sort every waiting job; the partial index
-        # is already in claim order, so the claim reads LIMIT rows.
+    """Take up to LIMIT due jobs. Parameters: worker, lease end, now x3, the queues, the limit.
+
+    The plain claim, which no queue's settings concern (the claim that does: ``queues``).
+    """
+    # SQLite keeps no statistics and would sort every waiting job; the partial index
+    # is already in claim order, so the claim reads LIMIT rows.
+    return CLAIM_SET + (
         " WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_due WHERE state IN ('pending', 'failed')"
         f" AND waiting = 0 AND run_at <= ?{queue_filter(queue_count)}"
         " ORDER BY priority DESC, run_at, created_at, seq LIMIT ?)"

@@ -22,6 +22,7 @@ import anyio
 from queuectl.config import Settings
 from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict
 from queuectl.models import (
+    UNSET,
     AttemptRecord,
     Claim,
     Job,
@@ -30,14 +31,19 @@ from queuectl.models import (
     NewJob,
     Outcome,
     OutputChunk,
+    Unset,
     WorkerInfo,
 )
+from queuectl.queues import QueueInfo, QueueSettings, Rate
+from queuectl.scheduling import MakeJob, NewSchedule, Schedule, ScheduleTick
 from queuectl.storage.base import HISTORY_LIMIT, job_filter
-from queuectl.storage.sqlite import results, sql
+from queuectl.storage.flow import uses_flow
+from queuectl.storage.sqlite import flow_insert, results, sql
 from queuectl.storage.sqlite import schema as sqlite_schema
 from queuectl.storage.sqlite.connection import Database
 from queuectl.storage.sqlite.direct import duplicate_of
 from queuectl.storage.sqlite.operating import Operator
+from queuectl.storage.sqlite.queues import QueueSettingsStore, flow_claim, in_transaction
 from queuectl.storage.sqlite.rows import (
     CLAIMED,
     FULL,
@@ -52,6 +58,7 @@ from queuectl.storage.sqlite.rows import (
     stored_job,
     worker_from_row,
 )
+from queuectl.storage.sqlite.schedules import Schedules
 from queuectl.storage.sqlite.schema import translate_errors
 from queuectl.storage.sqlite.watch import ChangeWatcher
 
@@ -68,6 +75,8 @@ class SqliteStore:
         self._watcher = ChangeWatcher(db.path)
         self._watcher.changed()  # the baseline: changes from now on wake waiters
         self._operator = Operator(read=db.fetch, write=db.fetch_durably, wake=self._watcher.wake, clock=clock)
+        self._queues = QueueSettingsStore(db, wake=self._watcher.wake)
+        self._schedules = Schedules(db, clock=clock, wake=self._watcher.wake)
 
     @classmethod
     async def open(cls, path: Path, *, clock: Clock = time.time) -> SqliteStore:
@@ -85,6 +94,8 @@ class SqliteStore:
     async def add_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
         if not jobs:
             return []
+        if uses_flow(jobs):
+            return await self._add_flow_jobs(jobs)
         rows = insert_rows(jobs, self.clock())
         db = await self._db.durable()
         with translate_errors(self.path):
@@ -104,6 +115,25 @@ class SqliteStore:
                 raise await self._duplicate_of([job.id for job in jobs]) from error
         self._watcher.wake()
         return [stored_job(row) for row in rows]
+
+    async def _add_flow_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Jobs with unique keys or dependencies (``flow_insert``), in one transaction."""
+        plan = flow_insert.add_jobs(jobs, self.clock())
+        db = await self._db.durable()
+        with translate_errors(self.path):
+            try:
+                await self._db.patiently(lambda: db.execute("BEGIN IMMEDIATE"))
+                try:
+                    added = await flow_insert.run_async(plan, db)
+                    await db.execute("COMMIT")
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await self._db.rollback(db)
+                    raise
+            except sqlite3.IntegrityError as error:
+                raise await self._duplicate_of([job.id for job in jobs]) from error
+        self._watcher.wake()
+        return added
 
     async def _duplicate_of(self, ids: list[str]) -> DuplicateJob:
         with translate_errors(self.path):
@@ -161,12 +191,22 @@ class SqliteStore:
     # --- claims ----------------------------------------------------------------------------
 
     async def claim(
-        self, *, worker_id: str, queues: Sequence[str] | None, limit: int, lease: float
+        self,
+        *,
+        worker_id: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        flow: bool = False,
     ) -> list[Claim]:
         if limit <= 0:
             return []
-        statement, parameters = self._claim_parameters(worker_id, queues, limit, lease)
-        rows = await self._db.fetch_on_lane(statement, parameters, writes=False)
+        if flow:
+            work = flow_claim(worker_id=worker_id, queues=queues, limit=limit, lease=lease, clock=self.clock)
+            rows = await self._db.on_lane(in_transaction(work), writes=False)
+        else:
+            statement, parameters = self._claim_parameters(worker_id, queues, limit, lease)
+            rows = await self._db.fetch_on_lane(statement, parameters, writes=False)
         if rows:  # an idle worker's empty claims write nothing
             self._db.wal.wrote()
         return best_first([CLAIMED.claim(row) for row in rows])
@@ -200,11 +240,16 @@ class SqliteStore:
         queues: Sequence[str] | None,
         limit: int,
         lease: float,
+        flow: bool = False,
     ) -> tuple[bool, list[Claim]]:
         if limit <= 0:
             return await self.finish(claim, outcome), []
         finishing = results.Finishing(claim, outcome, self.clock())
-        take = self._claim_parameters(worker_id, queues, limit, lease)
+        take: results.Take = (
+            flow_claim(worker_id=worker_id, queues=queues, limit=limit, lease=lease, clock=self.clock)
+            if flow
+            else self._claim_parameters(worker_id, queues, limit, lease)
+        )
         accepted, rows = await self._db.on_lane(results.finish_and_claim(finishing, take))
         await self._db.wal.after_result()
         return accepted, best_first([CLAIMED.claim(row) for row in rows])
@@ -300,6 +345,26 @@ class SqliteStore:
         rows = await self._db.fetch_on_lane(sql.has_unfinished(len(queue_list)), queue_list, writes=False)
         return bool(rows[0][0])
 
+    # --- queues: pauses and limits (``queues``) ----------------------------------------------
+
+    async def list_queues(self) -> list[QueueInfo]:
+        return await self._queues.list_queues()
+
+    async def queue_settings(self) -> list[QueueSettings]:
+        return await self._queues.queue_settings()
+
+    async def pause_queues(self, names: Sequence[str], *, paused: bool) -> None:
+        await self._queues.pause_queues(names, paused=paused)
+
+    async def limit_queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | Unset | None = UNSET,
+        rate: Rate | Unset | None = UNSET,
+    ) -> QueueSettings:
+        return await self._queues.limit_queue(name, concurrency=concurrency, rate=rate)
+
     # --- dead-letter queue -----------------------------------------------------------------
 
     async def retry_dead(self, job_ids: Sequence[str]) -> list[Job]:
@@ -333,6 +398,26 @@ class SqliteStore:
         rows = await self._db.fetch_durably(sql.REVIVE_ALL_DEAD, (now, now))
         self._watcher.wake()
         return sorted((SUMMARY.job(row) for row in rows), key=lambda job: job.created_at, reverse=True)
+
+    # --- schedules (``schedules``) --------------------------------------------------------
+
+    async def add_schedule(self, schedule: NewSchedule) -> Schedule:
+        return await self._schedules.add(schedule)
+
+    async def list_schedules(self) -> list[Schedule]:
+        return await self._schedules.list_all()
+
+    async def remove_schedule(self, name: str) -> Schedule:
+        return await self._schedules.remove(name)
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        return await self._schedules.pause(name)
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        return await self._schedules.resume(name)
+
+    async def enqueue_due_schedules(self, make_job: MakeJob) -> ScheduleTick:
+        return await self._schedules.enqueue_due(make_job)
 
     # --- settings --------------------------------------------------------------------------
 
