@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from queuectl.config import Settings
 from queuectl.models import (
@@ -29,8 +29,10 @@ from queuectl.models import (
     Unset,
     WorkerInfo,
 )
-from queuectl.queues import QueueInfo, QueueSettings, Rate
-from queuectl.scheduling import MakeJob, NewSchedule, Schedule, ScheduleTick
+
+if TYPE_CHECKING:  # not at run time: `queuectl enqueue` needs neither (nor the json they import)
+    from queuectl.queues import QueueInfo, QueueSettings, Rate
+    from queuectl.scheduling import MakeJob, NewSchedule, Schedule, ScheduleTick
 
 #: How many history entries a job keeps (the latest).
 HISTORY_LIMIT = 100
