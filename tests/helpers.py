@@ -176,14 +176,19 @@ def invoke(
 ) -> Result:
     """Run ``main(args)`` as the ``queuectl`` process would, with stdin, stdout and stderr captured.
 
-    ``main()`` runs its own event loop: call it from synchronous tests only.
+    ``main()`` runs its own event loop: call it from synchronous tests only. ``worker start``
+    owns SIGINT and SIGTERM until its process exits (it leaves them ignored): they are given back
+    here, or every later child of the test process would ignore them too.
     """
+    import signal
+
     from click.testing import CliRunner
 
     from queuectl.cli import main
 
     runner = CliRunner()
     code: int | str | None = None
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     with runner.isolation(input=input, env=env) as (out, err, _):
         try:
             main(list(args))
@@ -191,6 +196,9 @@ def invoke(
             code = exit_.code
         else:  # pragma: no cover - main always exits
             raise AssertionError("main() returned instead of exiting")
+        finally:
+            for number, handler in saved.items():
+                signal.signal(number, handler)
     assert isinstance(code, int), code
     result = Result(code, out.getvalue(), err.getvalue())
     if "-vv" not in args:
