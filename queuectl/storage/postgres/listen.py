@@ -5,6 +5,10 @@ channel of their schema; idle workers wait on it here instead of polling at full
 connection is opened on the first wait, in the background. While it is down a wait is a plain
 sleep (the caller polls) and reconnecting is retried with a backoff; a (re)connect counts as a
 change, since notifications may have been missed meanwhile.
+
+Cancels also notify a channel of their own (``cancel_channel_name``), which a worker running jobs
+listens on (``wait_for_cancel``). It listens on the queue's channel only once it waits for a change
+(it has been idle): a busy worker is not sent a notification for every job that any worker ends.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ from queuectl.storage.postgres.connection import describe_target, reason, server
 from queuectl.storage.postgres.schema import ListenConnection
 
 logger = logging.getLogger(__name__)
+
+
+def cancel_channel_name(channel: str) -> str:
+    """The channel cancels of ``channel``'s queue notify too (``sql.CANCEL_JOB`` makes the same name)."""
+    import hashlib
+
+    return "queuectl_cancel_" + hashlib.md5(channel.encode("utf-8")).hexdigest()
 
 
 def channel_name(schema: str | None) -> str:
@@ -43,7 +54,10 @@ class Listener:
         self.url = url
         self.where = describe_target(url)
         self.channel = channel
+        self.cancel_channel = cancel_channel_name(channel)
         self.connect_timeout = connect_timeout
+        self._for_changes = False  # whether to listen on ``channel``: once anyone waits for a change
+        self._adding: asyncio.Task[None] | None = None
         self._closed = False
         self._changed = asyncio.Event()
         self._cancelled = asyncio.Event()  # a job was cancelled: a hint for workers running jobs
@@ -54,6 +68,11 @@ class Listener:
 
     async def wait(self, timeout: float) -> None:
         """Wait for a NOTIFY from any process (or ``timeout``); see the module's docstring."""
+        if not self._for_changes:
+            self._for_changes = True
+            listener = self._listener
+            if listener is not None and not listener.is_closed():
+                self._adding = asyncio.get_running_loop().create_task(self._listen_for_changes(listener))
         self._keep_listening()
         changed = self._changed
         if not changed.is_set():
@@ -85,6 +104,9 @@ class Listener:
                 self._listening.cancel()
                 with contextlib.suppress(BaseException):
                     await self._listening
+            if self._adding is not None:
+                with contextlib.suppress(BaseException):
+                    await self._adding
             listener, self._listener = self._listener, None
             if listener is not None:
                 try:
@@ -114,7 +136,9 @@ class Listener:
                 self.url, timeout=self.connect_timeout, server_settings=server_settings(self.url)
             )
             assert listener is not None
-            await listener.add_listener(self.channel, self._on_notify)
+            await listener.add_listener(self.cancel_channel, self._on_notify)
+            if self._for_changes:
+                await listener.add_listener(self.channel, self._on_notify)
             listener.add_termination_listener(self._on_listener_lost)
         except Exception as error:  # a background task: log, fall back to polling, retry later
             if listener is not None:
@@ -132,6 +156,15 @@ class Listener:
         self._backoff = 1.0
         self._changed.set()
         self._cancelled.set()  # a cancel may have been missed while not listening
+
+    async def _listen_for_changes(self, listener: ListenConnection) -> None:
+        """LISTEN on the queue's channel too, on a connection that listened for cancels only."""
+        try:
+            await listener.add_listener(self.channel, self._on_notify)
+        except Exception:  # the connection went: the next connect listens on both
+            listener.terminate()
+            return
+        self._changed.set()  # changes before this were not heard
 
     def _on_notify(self, _connection: object, _pid: object, _channel: object, payload: object) -> None:
         self._changed.set()

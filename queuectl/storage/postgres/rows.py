@@ -137,7 +137,10 @@ def insert_arguments(jobs: Sequence[NewJob]) -> list[list[Any]]:
     """
     arrays = [[getattr(job, name) for job in jobs] for name in GIVEN_FIELDS]
     for place in _AS_JSON:
-        arrays[place] = [None if value is None else to_json(value) for value in arrays[place]]
+        # An empty tuple (no after, no exit codes: nearly every job) needs no encoder.
+        arrays[place] = [
+            None if value is None else "[]" if value == () else to_json(value) for value in arrays[place]
+        ]
     for place, name in _RESOLVED_ABOVE:
         if UNSET in arrays[place]:
             job_id = next(job.id for job in jobs if getattr(job, name) is UNSET)

@@ -208,7 +208,9 @@ WITH cancelled AS (
     UPDATE jobs SET state = 'cancelled', last_error = 'cancelled', {FOLD}, updated_at = now()
     WHERE state IN ('pending', 'failed', 'processing') AND {{which}}
     RETURNING {JOB_COLUMNS}, seq
-), wake AS (SELECT pg_notify($1, 'cancelled'))
+), wake AS (  -- the queue's channel, and the cancels' own (``listen.cancel_channel_name``)
+    SELECT pg_notify($1, 'cancelled'), pg_notify('queuectl_cancel_' || md5($1), 'cancelled')
+)
 SELECT cancelled.* FROM cancelled, wake
 """
 CANCEL_JOB = _CANCEL.format(which="id = $2")
