@@ -42,6 +42,7 @@ __all__ = (
     "check_every",
     "check_name",
     "check_tz",
+    "due_job",
     "new_schedule",
     "scheduled_job",
 )
@@ -250,6 +251,14 @@ class Schedule(Record):
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.updated_at),
         }
+
+
+def due_job(make_job: MakeJob, template: str, due: datetime) -> NewJob | None:
+    """A due time's job (``make_job``); None, and the due time is skipped, if the checks refuse it now."""
+    try:
+        return make_job(template, due)
+    except InvalidInput:
+        return None
 
 
 class ScheduleTick(NamedTuple):

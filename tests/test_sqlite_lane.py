@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers import wait_until
 from test_store import new
 
 from queuectl.models import JobState, Outcome
@@ -94,3 +95,21 @@ async def test_the_wal_stays_bounded_without_checkpoints_in_the_loop(store: Sqli
     assert wal.stat().st_size < 16 * 1024 * 1024
     counts = await store.count_jobs()
     assert (counts[JobState.COMPLETED], counts[JobState.PROCESSING]) == (count, 1)
+
+
+async def test_the_durable_connection_is_opened_once_however_many_ask_at_once(tmp_path: Path) -> None:
+    """A worker's first retention purge and an application's first enqueue come together: a second
+    connection, never closed, would keep its thread alive and the process from exiting."""
+    import threading
+
+    def connection_threads() -> int:
+        return sum("_connection_worker_thread" in thread.name for thread in threading.enumerate())
+
+    before = connection_threads()
+    store = await SqliteStore.open(tmp_path / "q.db")
+    database = store._db
+    connections = await asyncio.gather(*(database.durable() for _ in range(5)))
+    assert all(connection is connections[0] for connection in connections)
+    await store.close()
+    # aiosqlite's threads end just after their connection closes.
+    wait_until(lambda: connection_threads() <= before, what="the connections' threads to end")

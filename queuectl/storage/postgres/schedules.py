@@ -13,9 +13,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from queuectl.errors import InvalidInput
-from queuectl.models import UNFINISHED_STATES, Job, NewJob
-from queuectl.scheduling import MakeJob, NewSchedule, Schedule, ScheduleNotFound, ScheduleTick, Timing
+from queuectl.models import UNFINISHED_STATES, Job
+from queuectl.scheduling import (
+    MakeJob,
+    NewSchedule,
+    Schedule,
+    ScheduleNotFound,
+    ScheduleTick,
+    Timing,
+    due_job,
+)
 from queuectl.scheduling import template_fields as _template_fields
 from queuectl.storage.postgres import rows, sql
 from queuectl.storage.postgres.connection import Database, UniqueViolation
@@ -152,7 +159,7 @@ async def _enqueue_one(
     job: Job | None = None
     last_job = row["last_job"]
     overlaps = row["no_overlap"] and last_job is not None and await _unfinished(connection, last_job)
-    new = None if overlaps else _job_for(make_job, row["job"], due)
+    new = None if overlaps else due_job(make_job, row["job"], due)
     if new is not None:
         try:
             async with connection.transaction():  # a savepoint: a taken unique key undoes only this
@@ -163,14 +170,6 @@ async def _enqueue_one(
     following = timing.after_due(due, now)
     await connection.execute(ADVANCE, row["name"], following, None if job is None else job.id)
     return job
-
-
-def _job_for(make_job: MakeJob, template: str, due: datetime) -> NewJob | None:
-    """The due time's job; None (the due time is skipped) if the checks refuse it now."""
-    try:
-        return make_job(template, due)
-    except InvalidInput:
-        return None
 
 
 async def _unfinished(connection: Connection, job_id: str) -> bool:

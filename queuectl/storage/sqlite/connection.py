@@ -11,6 +11,8 @@ every statement it runs, and opens and closes it with itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,7 +40,11 @@ class Database:
         self._db = db
         self.lane = lane  # claims and results: the worker's hot path
         self.wal = WalKeeper(path, lane)
-        self._durable: aiosqlite.Connection | None = None
+        # Opened on first use, once: callers that come meanwhile (a worker's retention purge and
+        # the application's first enqueue) wait for the same opening, which none of them may
+        # cancel. Two openings would leave one connection, and its thread, never closed: the
+        # process would hang at exit.
+        self._durable: asyncio.Future[aiosqlite.Connection] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -72,17 +78,19 @@ class Database:
     async def close(self) -> None:
         """Close every connection (the caller shields this from cancellation)."""
         await self.wal.close()
-        for connection in (self._db, self._durable):
-            if connection is not None:
-                await connection.close()
-        self._durable = None
+        await self._db.close()
+        opening, self._durable = self._durable, None
+        if opening is not None:
+            with contextlib.suppress(Exception):  # an opening that failed left nothing open
+                await (await opening).close()
         self.lane.close()
 
     async def durable(self) -> aiosqlite.Connection:
         """The connection that fsyncs each commit: used for what users hand us."""
-        if self._durable is None:
-            self._durable = await self.connect(self.path, durable=True)
-        return self._durable
+        opening = self._durable
+        if opening is None or (opening.done() and (opening.cancelled() or opening.exception() is not None)):
+            opening = self._durable = asyncio.ensure_future(self.connect(self.path, durable=True))
+        return await asyncio.shield(opening)
 
     async def fetch(self, statement: str, parameters: Sequence[Any] = ()) -> list[Any]:
         with translate_errors(self.path):

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
-from queuectl.errors import InvalidInput
-from queuectl.models import UNFINISHED_STATES, Job, JobState, NewJob
-from queuectl.scheduling import MakeJob, NewSchedule, Schedule, ScheduleNotFound, ScheduleTick, Timing
+from queuectl.models import UNFINISHED_STATES, Job, JobState
+from queuectl.scheduling import (
+    MakeJob,
+    NewSchedule,
+    Schedule,
+    ScheduleNotFound,
+    ScheduleTick,
+    Timing,
+    due_job,
+)
 from queuectl.scheduling import template_fields as _template_fields
 from queuectl.storage.sqlite.connection import Database
 from queuectl.storage.sqlite.results import transaction
@@ -164,7 +170,7 @@ def _enqueue_one(
     due = timing.latest_due(at(next_run_at), at(now))
     job: Job | None = None
     overlaps = no_overlap and last_job is not None and _unfinished(connection, last_job)
-    new = None if overlaps else _job_for(make_job, template, due)
+    new = None if overlaps else due_job(make_job, template, due)
     if new is not None:
         values = (*insert_row(new, now), name)
         try:
@@ -176,14 +182,6 @@ def _enqueue_one(
     following = timing.after_due(due, at(now)).timestamp()
     connection.execute(ADVANCE, (following, None if job is None else job.id, now, name))
     return job
-
-
-def _job_for(make_job: MakeJob, template: str, due: datetime) -> NewJob | None:
-    """The due time's job; None (the due time is skipped) if the checks refuse it now."""
-    try:
-        return make_job(template, due)
-    except InvalidInput:
-        return None
 
 
 def _unfinished(connection: sqlite3.Connection, job_id: str) -> bool:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 from queuectl.config import Settings
 from queuectl.errors import DuplicateJob, JobNotFound, JobStateConflict
@@ -63,6 +66,7 @@ from queuectl.storage.sqlite.schema import translate_errors
 from queuectl.storage.sqlite.watch import ChangeWatcher
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 
 class SqliteStore:
@@ -94,46 +98,36 @@ class SqliteStore:
     async def add_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
         if not jobs:
             return []
-        if uses_flow(jobs):
-            return await self._add_flow_jobs(jobs)
-        rows = insert_rows(jobs, self.clock())
+        now = self.clock()
         db = await self._db.durable()
         with translate_errors(self.path):
             try:
-                if len(rows) == 1:
-                    await self._db.patiently(lambda: db.execute_fetchall(INSERT, rows[0]))
+                if uses_flow(jobs):  # unique keys or dependencies: ``flow_insert``
+                    plan = flow_insert.add_jobs(jobs, now)
+                    added = await self._transaction(db, lambda: flow_insert.run_async(plan, db))
                 else:
-                    await self._db.patiently(lambda: db.execute("BEGIN IMMEDIATE"))
-                    try:
-                        await db.executemany(INSERT, rows)
-                        await db.execute("COMMIT")
-                    except BaseException:
-                        with anyio.CancelScope(shield=True):
-                            await self._db.rollback(db)
-                        raise
-            except sqlite3.IntegrityError as error:
-                raise await self._duplicate_of([job.id for job in jobs]) from error
-        self._watcher.wake()
-        return [stored_job(row) for row in rows]
-
-    async def _add_flow_jobs(self, jobs: Sequence[NewJob]) -> list[Job]:
-        """Jobs with unique keys or dependencies (``flow_insert``), in one transaction."""
-        plan = flow_insert.add_jobs(jobs, self.clock())
-        db = await self._db.durable()
-        with translate_errors(self.path):
-            try:
-                await self._db.patiently(lambda: db.execute("BEGIN IMMEDIATE"))
-                try:
-                    added = await flow_insert.run_async(plan, db)
-                    await db.execute("COMMIT")
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await self._db.rollback(db)
-                    raise
+                    rows = insert_rows(jobs, now)
+                    if len(rows) == 1:
+                        await self._db.patiently(lambda: db.execute_fetchall(INSERT, rows[0]))
+                    else:
+                        await self._transaction(db, lambda: db.executemany(INSERT, rows))
+                    added = [stored_job(row) for row in rows]
             except sqlite3.IntegrityError as error:
                 raise await self._duplicate_of([job.id for job in jobs]) from error
         self._watcher.wake()
         return added
+
+    async def _transaction(self, db: aiosqlite.Connection, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()`` in one ``BEGIN IMMEDIATE`` transaction on ``db`` (waiting for the lock)."""
+        await self._db.patiently(lambda: db.execute("BEGIN IMMEDIATE"))
+        try:
+            result = await work()
+            await db.execute("COMMIT")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._db.rollback(db)
+            raise
+        return result
 
     async def _duplicate_of(self, ids: list[str]) -> DuplicateJob:
         with translate_errors(self.path):
