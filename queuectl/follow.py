@@ -84,6 +84,7 @@ async def follow(store: Store, job_id: str, *, poll: float = POLL_SECONDS) -> As
     ``END``. ``JobNotFound`` if there is no such job (or it is deleted meanwhile).
     """
     follower = _Follower(store, job_id)
+    await store.watch([job_id])  # before the first read: an end after it wakes us
     live = await store.live_output(job_id, after=-1)
     if not _runs(live) and live.entries:
         follower.entry = live.entries  # ended: its kept output is all there is to show

@@ -167,6 +167,7 @@ class Queue:
         Raises ``TimeoutError`` after ``timeout`` seconds.
         """
         with anyio.fail_after(timeout):
+            await self.store.watch([job_id])  # before the first read: an end after it wakes us
             while True:
                 job = await self.store.get_job(job_id)
                 if job.state in FINAL_STATES:

@@ -408,6 +408,45 @@ async def restart_later(proxy: Proxy, seconds: float) -> None:
 
 
 @pytest.mark.postgres
+async def test_a_completion_is_announced_only_when_someone_waits_for_it(postgres_target: str) -> None:
+    # A NOTIFY wakes every listening connection of the database: one per job would cost every
+    # worker. A watched job's end (``wait``, ``logs -f``, ``run``) and a failure are announced.
+    waiter = await PostgresStore.open(postgres_target)
+    worker = await PostgresStore.open(postgres_target)
+    now = datetime.now(UTC)
+    completed = Outcome(state=JobState.COMPLETED, exit_code=0, error=None, started_at=now, finished_at=now)
+    failed = Outcome(
+        state=JobState.FAILED, exit_code=1, error="exit code 1", started_at=now, finished_at=now, retry_in=60
+    )
+    try:
+        await worker.add_jobs([new("plain"), new("watched"), new("failing")])
+        claims = {
+            claim.job.id: claim for claim in await worker.claim(worker_id="w", queues=None, limit=3, lease=60)
+        }
+        await waiter.watch(["watched"])
+        await waiter.wait_for_change(10)  # returns once its LISTEN connection is up
+
+        async def woken_by(finishing: object) -> bool:
+            waiting = asyncio.create_task(waiter.wait_for_change(30))
+            await asyncio.sleep(0.1)
+            began = time.monotonic()
+            assert await finishing  # type: ignore[misc]
+            try:
+                await asyncio.wait_for(waiting, 2)
+            except TimeoutError:
+                return False
+            return time.monotonic() - began < 2
+
+        assert not await woken_by(worker.finish(claims["plain"], completed))
+        await waiter.wait_for_change(0)  # the 2 s above may have ended in a stray wake: consume it
+        assert await woken_by(worker.finish(claims["watched"], completed))
+        assert await woken_by(worker.finish(claims["failing"], failed))
+    finally:
+        await waiter.close()
+        await worker.close()
+
+
+@pytest.mark.postgres
 async def test_a_short_outage_is_ridden_out(postgres_target: str, proxy: Proxy) -> None:
     store = await PostgresStore.open(through(proxy, postgres_target), retry_for=20)
     try:

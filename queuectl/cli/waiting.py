@@ -103,6 +103,7 @@ async def wait_for_jobs(
     Any unknown id is an error at once, before any waiting.
     """
     ids = list(dict.fromkeys(await queue.resolve_ids(texts)))
+    await queue.store.watch(ids)  # before the first read: an end after it wakes us
     deadline = None if timeout is None else time.monotonic() + timeout
     jobs = {job_id: await queue.get(job_id) for job_id in ids}
     try:

@@ -370,6 +370,10 @@ class Store(Protocol):
         """Return when a job may have been cancelled (a notification, where the store has them:
         a hint, which may be lost), or after ``timeout`` s."""
 
+    async def watch(self, job_ids: Sequence[str]) -> None:
+        """Someone waits for these jobs to end: ``wait_for_change`` must then return soon after
+        each ends. (PostgreSQL announces only such ends; SQLite wakes waiters on any write.)"""
+
 
 def job_filter(
     state: JobState | Sequence[JobState] | None, queue: str | Sequence[str] | None

@@ -80,7 +80,7 @@ def _record(*, first: bool) -> str:
         worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE id = $1 AND claim_token = $2
         AND state = CASE WHEN $3::text = 'cancelled' THEN 'cancelled' ELSE 'processing' END
-    RETURNING entries
+    RETURNING entries, watched, dependents
 """
 
 
@@ -88,15 +88,25 @@ def _record(*, first: bool) -> str:
 FINISH_PARAMETERS = 15
 
 
-def _recorded(*, first: bool, streamed: bool) -> str:
+def _recorded(*, first: bool, streamed: bool, announce_all: bool = False) -> str:
     """``_record`` and what follows it, as CTEs; ``first``: the job had no entry before (no
-    earlier output to move), ``streamed``: the attempt wrote chunks (they go)."""
+    earlier output to move), ``streamed``: the attempt wrote chunks (they go). The end is
+    announced (NOTIFY) if the job is watched (``Store.watch``), did not complete (a retry or a
+    dead end may be news to idle workers), had dependents (they may now be due), or with
+    ``announce_all`` (a limited queue's slot is free)."""
     parts = [f"done AS ({_record(first=first)})"]
     if not first:
         parts.append(_entry_written("done"))
     if streamed:
         parts.append("dropped AS (DELETE FROM job_chunks WHERE EXISTS (SELECT FROM done) AND job_id = $1)")
-    parts.append("wake AS (SELECT pg_notify($11, 'finished') FROM done)")
+    # Only an end someone may wait for is announced: a NOTIFY wakes every listening connection
+    # of the database, whatever its channel, so one per job would cost every worker, busy or not.
+    heard = "true" if announce_all else "$3::text <> 'completed' OR done.watched OR done.dependents > 0"
+    parts.append(f"heard AS (SELECT pg_notify($11, 'finished') FROM done WHERE {heard})")
+    # What the statement's last part reads, so that ``heard`` runs (a CTE nobody reads does not).
+    parts.append(
+        "wake AS MATERIALIZED (SELECT (SELECT count(*) FROM done) AS n, (SELECT count(*) FROM heard) AS heard)"
+    )
     return ", ".join(parts)
 
 
@@ -104,7 +114,7 @@ def _recorded(*, first: bool, streamed: bool) -> str:
 def finish(*, first: bool = False, streamed: bool = False) -> str:
     """The statement that records an outcome: any job (``first`` only for a job that had no
     history entry when it was claimed: the worker's plain path reads and writes nothing more)."""
-    return f"WITH {_recorded(first=first, streamed=streamed)}\nSELECT 1 FROM wake"
+    return f"WITH {_recorded(first=first, streamed=streamed)}\nSELECT 1 FROM wake WHERE n > 0"
 
 
 @functools.cache
@@ -122,7 +132,7 @@ def finish_and_claim(*, queues: bool, first: bool = False, streamed: bool = Fals
 WITH {_recorded(first=first, streamed=streamed)}, relaxed AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), claimed AS ({claim})
-SELECT (SELECT count(*) FROM wake) AS finished, claimed.*
+SELECT (SELECT n FROM wake) AS finished, claimed.*
 FROM (SELECT 1 FROM relaxed) AS one LEFT JOIN claimed ON true
 """
 
@@ -136,9 +146,9 @@ def finish_and_flow_claim(*, first: bool = False, streamed: bool = False) -> str
     """
     n = FINISH_PARAMETERS
     return f"""
-WITH {_recorded(first=first, streamed=streamed)}, relaxed AS (
+WITH {_recorded(first=first, streamed=streamed, announce_all=True)}, relaxed AS (
     SELECT set_config('synchronous_commit', 'off', true)
-), ended AS (SELECT count(*) AS n FROM wake)
+), ended AS (SELECT n FROM wake)
 SELECT ended.n AS finished, claimed.*
 FROM ended CROSS JOIN (SELECT 1 FROM relaxed) AS one LEFT JOIN LATERAL (
     SELECT {sql.CLAIM_COLUMNS}

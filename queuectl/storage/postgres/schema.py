@@ -420,6 +420,11 @@ _MIGRATIONS: tuple[str, ...] = (
     -- What workers read each second: the earliest due time of an active schedule, one index step.
     CREATE INDEX schedules_due ON schedules (next_run_at) WHERE NOT paused;
     """,
+    # 7: a job someone follows or waits for (``Store.watch``): only such a job's completion is
+    # announced with a NOTIFY (``results.py``).
+    """
+    ALTER TABLE jobs ADD COLUMN watched boolean NOT NULL DEFAULT false;
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

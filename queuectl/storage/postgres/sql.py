@@ -167,6 +167,12 @@ SELECT {CLAIM_COLUMNS} FROM jobs
 WHERE claim_token IS NOT NULL AND lease_expires_at < now()
 ORDER BY lease_expires_at, seq
 """
+#: Someone waits for these jobs to end: their completion is announced (``results.py``). Written
+#: once per job; idempotent, so a retry after a lost reply is harmless.
+WATCH = """
+UPDATE jobs SET watched = true
+WHERE id = ANY($1::text[]) AND NOT watched AND state IN ('pending', 'processing', 'failed')
+"""
 #: The tokens, of those given, whose job was cancelled (``jobs_cancelled_held``: a tiny index).
 CANCELLED_CLAIMS = """
 SELECT claim_token FROM jobs

@@ -426,6 +426,10 @@ class PostgresStore:
         """Wait for a NOTIFY from any process (or ``timeout``); a plain sleep while LISTEN is down."""
         await self._listener.wait(timeout)
 
+    async def watch(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            await self._database.fetch(sql.WATCH, list(job_ids))
+
     async def wait_for_cancel(self, timeout: float) -> None:
         """Wait for a NOTIFY of a cancel (or ``timeout``): a hint for workers running jobs."""
         await self._listener.wait_for_cancel(timeout)

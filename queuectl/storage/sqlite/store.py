@@ -455,6 +455,9 @@ class SqliteStore:
     async def wait_for_change(self, timeout: float) -> None:
         await self._watcher.wait(timeout)
 
+    async def watch(self, job_ids: Sequence[str]) -> None:
+        pass  # any write to the store wakes ``wait_for_change``
+
     async def wait_for_cancel(self, timeout: float) -> None:
         # No notifications here: every change to the file would wake it, so workers just poll.
         await anyio.sleep(timeout)
