@@ -215,7 +215,13 @@ async def test_a_stop_puts_the_job_back_with_a_stopped_entry(queue: Queue, tmp_p
     job = await queue.enqueue(command=f"echo $$ > {pid_file}; exec sleep 300")
     pool = queue.pool(grace=0)
     await pool.start()
+    # The shell wrote its pid, and the pool has heard of its start (a stop before that, a few
+    # loop turns later on a busy machine, has no pid to record).
     await wait_for(lambda: exists(pid_file), what="the job to start")
+    await wait_for(
+        lambda: _true(all(running.pid is not None for running in pool._slots.jobs.values())),
+        what="the pool to hear of the start",
+    )
     await pool.stop()
     back = await queue.get(job.id)
     assert (back.state, back.attempts) == (JobState.PENDING, 0)

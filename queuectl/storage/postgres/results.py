@@ -18,7 +18,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from queuectl.models import AttemptRecord, Claim, Outcome
+from queuectl.models import AttemptRecord, Claim, JobState, Outcome
 from queuectl.storage.base import HISTORY_LIMIT
 from queuectl.storage.postgres import history, sql
 from queuectl.storage.postgres.connection import Work
@@ -51,13 +51,19 @@ def _entry_written(written: str) -> str:
 )"""
 
 
-def _record(*, first: bool) -> str:
+def _record(*, first: bool, cancelled: bool) -> str:
     """Records an attempt's outcome if the claim ($1, $2) still holds the job: a ``processing``
     one, or, for a ``cancelled`` outcome, a ``cancelled`` one (only the entry, its output, the end
     time and the claim change then). The history entry is the attempt's times ($6, $7), exit
     code ($4) and error ($5) with its worker, host, pid and outcome ($12...$15): in the latest
     entry's columns (``history``; ``first``: the job has no entry to fold into the array first),
-    but for a ``cancelled`` outcome, whose exit code and error are not the row's."""
+    but for a ``cancelled`` outcome, whose exit code and error are not the row's.
+
+    Any other outcome takes a statement of its own (``cancelled`` False), without that case's
+    expressions: the server prepares every expression of a statement each time it runs it,
+    taken or not, and the history entry of a cancel is most of them."""
+    if not cancelled:
+        return _plain_record(first=first)
     kept = "history" if first else history.FOLDED
     latest = [
         f"CASE WHEN $3::text = 'cancelled' THEN NULL ELSE {value} END"
@@ -84,17 +90,33 @@ def _record(*, first: bool) -> str:
 """
 
 
+def _plain_record(*, first: bool) -> str:
+    """``_record`` of an outcome other than ``cancelled``: the same writes, fewer expressions."""
+    folded = "" if first else f"history = {history.FOLDED},\n        "
+    return f"""
+    UPDATE jobs SET state = $3::text, exit_code = $4::integer, last_error = $5::text,
+        started_at = coalesce($6, started_at), finished_at = $7, stdout = $8, stderr = $9,
+        run_at = CASE WHEN $3::text = 'failed' THEN now() + $10::float8 * interval '1 second'
+                      ELSE run_at END,
+        {folded}attempt_worker = $12::text, attempt_host = $13::text, attempt_pid = $14::integer,
+        attempt_started = $6::timestamptz, attempt_outcome = $15::text, entries = entries + 1,
+        worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND claim_token = $2 AND state = 'processing'
+    RETURNING entries, watched, dependents
+"""
+
+
 #: How many parameters ``FINISH`` takes: a claim after it starts at the next.
 FINISH_PARAMETERS = 15
 
 
-def _recorded(*, first: bool, streamed: bool, announce_all: bool = False) -> str:
+def _recorded(*, first: bool, streamed: bool, cancelled: bool, announce_all: bool = False) -> str:
     """``_record`` and what follows it, as CTEs; ``first``: the job had no entry before (no
     earlier output to move), ``streamed``: the attempt wrote chunks (they go). The end is
     announced (NOTIFY) if the job is watched (``Store.watch``), did not complete (a retry or a
     dead end may be news to idle workers), had dependents (they may now be due), or with
     ``announce_all`` (a limited queue's slot is free)."""
-    parts = [f"done AS ({_record(first=first)})"]
+    parts = [f"done AS ({_record(first=first, cancelled=cancelled)})"]
     if not first:
         parts.append(_entry_written("done"))
     if streamed:
@@ -105,20 +127,24 @@ def _recorded(*, first: bool, streamed: bool, announce_all: bool = False) -> str
     parts.append(f"heard AS (SELECT pg_notify($11, 'finished') FROM done WHERE {heard})")
     # What the statement's last part reads, so that ``heard`` runs (a CTE nobody reads does not).
     parts.append(
-        "wake AS MATERIALIZED (SELECT (SELECT count(*) FROM done) AS n, (SELECT count(*) FROM heard) AS heard)"
+        "wake AS MATERIALIZED (SELECT (SELECT count(*) FROM done) AS n,"
+        " (SELECT count(*) FROM heard) AS heard)"
     )
     return ", ".join(parts)
 
 
 @functools.cache
-def finish(*, first: bool = False, streamed: bool = False) -> str:
+def finish(*, first: bool = False, streamed: bool = False, cancelled: bool = True) -> str:
     """The statement that records an outcome: any job (``first`` only for a job that had no
     history entry when it was claimed: the worker's plain path reads and writes nothing more)."""
-    return f"WITH {_recorded(first=first, streamed=streamed)}\nSELECT 1 FROM wake WHERE n > 0"
+    recorded = _recorded(first=first, streamed=streamed, cancelled=cancelled)
+    return f"WITH {recorded}\nSELECT 1 FROM wake WHERE n > 0"
 
 
 @functools.cache
-def finish_and_claim(*, queues: bool, first: bool = False, streamed: bool = False) -> str:
+def finish_and_claim(
+    *, queues: bool, first: bool = False, streamed: bool = False, cancelled: bool = True
+) -> str:
     """``finish`` and a claim in one statement, one round trip: what a worker does as a job ends.
 
     ``finish``'s parameters (``FINISH_PARAMETERS``), then the claim's, shifted by as many.
@@ -129,7 +155,7 @@ def finish_and_claim(*, queues: bool, first: bool = False, streamed: bool = Fals
     """
     claim = sql.shift_parameters(sql.CLAIM_QUEUES if queues else sql.CLAIM_ANY_QUEUE, FINISH_PARAMETERS)
     return f"""
-WITH {_recorded(first=first, streamed=streamed)}, relaxed AS (
+WITH {_recorded(first=first, streamed=streamed, cancelled=cancelled)}, relaxed AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), claimed AS ({claim})
 SELECT (SELECT n FROM wake) AS finished, claimed.*
@@ -138,7 +164,7 @@ FROM (SELECT 1 FROM relaxed) AS one LEFT JOIN claimed ON true
 
 
 @functools.cache
-def finish_and_flow_claim(*, first: bool = False, streamed: bool = False) -> str:
+def finish_and_flow_claim(*, first: bool = False, streamed: bool = False, cancelled: bool = True) -> str:
     """``finish_and_claim`` with the claim that honours queues' settings (``sql.FLOW_CLAIM``),
     still one round trip. The claim's function runs once the result is recorded (its first
     argument depends on the count of what was), and, being volatile, reads with snapshots of its
@@ -146,7 +172,7 @@ def finish_and_flow_claim(*, first: bool = False, streamed: bool = False) -> str
     """
     n = FINISH_PARAMETERS
     return f"""
-WITH {_recorded(first=first, streamed=streamed, announce_all=True)}, relaxed AS (
+WITH {_recorded(first=first, streamed=streamed, cancelled=cancelled, announce_all=True)}, relaxed AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), ended AS (SELECT n FROM wake)
 SELECT ended.n AS finished, claimed.*
@@ -236,9 +262,14 @@ def first_entry(claim: Claim) -> bool:
     return claim.job.finished_at is None
 
 
+def cancels(outcome: Outcome) -> bool:
+    """Whether the outcome is a cancelled attempt's (which takes the statements that can write one)."""
+    return outcome.state is JobState.CANCELLED
+
+
 def finish_work(claim: Claim, outcome: Outcome, channel: str) -> tuple[Work[bool], tuple[Any, ...]]:
     """Recording the outcome as retryable work, and ``finish``'s arguments."""
-    statement = finish(first=first_entry(claim), streamed=outcome.streamed)
+    statement = finish(first=first_entry(claim), streamed=outcome.streamed, cancelled=cancels(outcome))
     arguments = (
         claim.job.id,
         claim.token,

@@ -228,11 +228,13 @@ class PostgresStore:
             return await self.finish(claim, outcome), []
         write, finish_arguments = results.finish_work(claim, outcome, self._channel)
         take, claim_arguments = _claim_work(worker_id, queues, limit, lease, flow=flow)
-        first, streamed = results.first_entry(claim), outcome.streamed
+        first, streamed, cancelled = results.first_entry(claim), outcome.streamed, results.cancels(outcome)
         if flow:
-            statement = results.finish_and_flow_claim(first=first, streamed=streamed)
+            statement = results.finish_and_flow_claim(first=first, streamed=streamed, cancelled=cancelled)
         else:
-            statement = results.finish_and_claim(queues=bool(queues), first=first, streamed=streamed)
+            statement = results.finish_and_claim(
+                queues=bool(queues), first=first, streamed=streamed, cancelled=cancelled
+            )
         arguments = (*finish_arguments, *claim_arguments)
 
         async def both(connection: Connection, retried: bool) -> tuple[bool, list[Row]]:
