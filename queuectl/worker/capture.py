@@ -66,8 +66,8 @@ class Capture(asyncio.SubprocessProtocol):
         on_output: Callable[[int, int, bytes], None] | None,
     ) -> None:
         self._loop = loop
-        self.stdout = _Kept(limit)
-        self.stderr = _Kept(limit)
+        self._limit = limit
+        self._kept: dict[int, _Kept] = {}  # by fd, made with a stream's first data: most print little
         self.on_output = on_output
         self.has_exited = False
         self.stopped_for: str | None = None  # the reason a stop was asked for, once it was acted on
@@ -76,10 +76,17 @@ class Capture(asyncio.SubprocessProtocol):
         self._open_pipes = 2
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        kept = self.stdout if fd == 1 else self.stderr
+        kept = self._kept.get(fd)
+        if kept is None:
+            kept = self._kept[fd] = _Kept(self._limit)
         if self.on_output is not None:
             self.on_output(fd, kept.total, data)
         kept.add(data)
+
+    def kept(self, fd: int) -> bytes:
+        """What is kept of stream ``fd`` (1 or 2), in ``queuectl.output``'s form."""
+        kept = self._kept.get(fd)
+        return b"" if kept is None else kept.kept()
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         self._open_pipes -= 1

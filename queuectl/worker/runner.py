@@ -316,8 +316,8 @@ def _result(
     return RunResult(
         exit_code=exit_code,
         error=error,
-        stdout=capture.stdout.kept(),
-        stderr=capture.stderr.kept(),
+        stdout=capture.kept(1),
+        stderr=capture.kept(2),
         started_at=started_at,
         finished_at=finished_at,
         pid=pid,
