@@ -38,7 +38,17 @@ if TYPE_CHECKING:
         WorkerFailed,
     )
     from queuectl.follow import FollowEvent
-    from queuectl.models import AttemptOutcome, AttemptRecord, Job, JobState, NewJob, QueueStatus, WorkerInfo
+    from queuectl.models import (
+        AttemptOutcome,
+        AttemptRecord,
+        Job,
+        JobPage,
+        JobState,
+        MinuteCount,
+        NewJob,
+        QueueStatus,
+        WorkerInfo,
+    )
     from queuectl.queue import Queue
     from queuectl.queues import QueueInfo, QueueSettings, Rate
     from queuectl.scheduling import NewSchedule, Schedule
@@ -55,8 +65,10 @@ __all__ = (
     "InvalidSetting",
     "Job",
     "JobNotFound",
+    "JobPage",
     "JobState",
     "JobStateConflict",
+    "MinuteCount",
     "Mode",
     "NewJob",
     "NewSchedule",
@@ -103,7 +115,17 @@ _LAZY = {
         "queuectl.errors",
     ),
     **dict.fromkeys(
-        ("AttemptOutcome", "AttemptRecord", "Job", "JobState", "NewJob", "QueueStatus", "WorkerInfo"),
+        (
+            "AttemptOutcome",
+            "AttemptRecord",
+            "Job",
+            "JobPage",
+            "JobState",
+            "MinuteCount",
+            "NewJob",
+            "QueueStatus",
+            "WorkerInfo",
+        ),
         "queuectl.models",
     ),
     "FollowEvent": "queuectl.follow",

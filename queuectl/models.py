@@ -41,7 +41,9 @@ __all__ = (
     "WAITING_STATES",
     "Claim",
     "Job",
+    "JobPage",
     "JobState",
+    "MinuteCount",
     "NewJob",
     "QueueStatus",
     "Unset",
@@ -280,3 +282,48 @@ if not TYPE_CHECKING:  # type checkers see the imports above
         value = getattr(attempt_records, name)
         globals()[name] = value
         return value
+
+
+# --- what the dashboard reads (``Store.search_jobs``, ``Store.finished_per_minute``) ---------
+
+
+@record
+class JobPage(Record):
+    """One page of ``search_jobs``: jobs newest first (without output tails), and the cursor
+    of the next page (opaque; ``None`` when nothing older is left to look at)."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"jobs": [job.to_dict() for job in self.jobs], "next_cursor": self.next_cursor}
+
+
+@record
+class MinuteCount(Record):
+    """How many attempts ended, by outcome, in one minute (``minute``: its start, UTC)."""
+
+    minute: datetime
+    completed: int
+    failed: int
+    dead: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: json_value(getattr(self, name)) for name in self.__slots__}
+
+
+def minute_window(end: datetime, minutes: int, counts: dict[tuple[datetime, str], int]) -> list[MinuteCount]:
+    """The ``minutes`` minutes ending with the one starting at ``end``, oldest first, with the
+    ``counts`` of each (``(minute start, state) -> n``), zeros where there are none."""
+    from datetime import timedelta  # not at import: `queuectl enqueue` needs none of this
+
+    starts = [end - timedelta(minutes=back) for back in range(minutes - 1, -1, -1)]
+    return [
+        MinuteCount(
+            minute=start,
+            completed=counts.get((start, "completed"), 0),
+            failed=counts.get((start, "failed"), 0),
+            dead=counts.get((start, "dead"), 0),
+        )
+        for start in starts
+    ]

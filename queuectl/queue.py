@@ -390,9 +390,43 @@ class Queue:
             options.setdefault("clock", self._clock)
         return WorkerPool(self.store, **options)
 
+    # --- the dashboard ----------------------------------------------------------------------
+
+    async def search_jobs(
+        self,
+        *,
+        state: Sequence[JobState] = (),
+        queue: Sequence[str] = (),
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """A page of jobs, newest first: ``state``, ``queue`` (any of them; empty: any), ``text``
+        (an id prefix or a substring of the command, case-sensitive). Pass the page's
+        ``next_cursor`` as ``cursor`` for the next (older) one; ``None`` when there is none.
+
+        A rare filter may give short or empty pages that still have a ``next_cursor``: each call
+        looks at a bounded number of jobs (``Store.search_jobs``). ``InvalidInput`` for a bad
+        cursor or a ``limit`` outside 1..1000.
+        """
+        return await self.store.search_jobs(state=state, queue=queue, text=text, limit=limit, cursor=cursor)
+
+    async def finished_per_minute(self, minutes: int = 60) -> list[MinuteCount]:
+        """Attempts that ended completed, failed or dead in each of the last ``minutes`` minutes
+        (the current one last), zeros included, as workers counted them."""
+        return await self.store.finished_per_minute(minutes)
+
+    async def oldest_due(self) -> dict[str, float]:
+        """Per queue with due jobs no worker took yet: seconds since the oldest one's ``run_at``."""
+        return await self.store.oldest_due()
+
 
 def _queue_names(names: Sequence[str]) -> list[str]:
     """The queue names given, checked as a job's ``queue`` is, once each (``InvalidInput``)."""
     if not names:
         raise InvalidInput("give the name of a queue")
     return list(dict.fromkeys(check_queue_name(name) for name in names))
+
+
+if TYPE_CHECKING:  # the dashboard's records, for the annotations above
+    from queuectl.models import JobPage, MinuteCount

@@ -310,6 +310,7 @@ def check_new_store(path: Path, jobs: int) -> None:
             row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         )
         assert tables == [
+            "finished_counts",
             "job_dependencies",
             "job_outputs",
             "jobs",

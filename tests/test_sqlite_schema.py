@@ -38,7 +38,7 @@ async def test_an_existing_store_is_migrated_and_keeps_its_jobs(tmp_path: Path) 
         old = await store.get_job("old")
         assert old.command == "echo old" and old.state is JobState.PENDING
         await store.add_jobs([new("new", delay=60)])
-        assert await store.next_run_at() is not None  # served by the index migration 2 added
+        assert await store.next_run_at() is not None  # served by the index migration 8 made
         (claim,) = await store.claim(worker_id="w", queues=None, limit=1, lease=30)
         assert claim.job.id == "old"
     finally:
@@ -48,7 +48,7 @@ async def test_an_existing_store_is_migrated_and_keeps_its_jobs(tmp_path: Path) 
         (sqlite_schema.SCHEMA_VERSION,)
     ]
     indexes = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert "jobs_waiting_run_at" in indexes
+    assert "jobs_queue_due" in indexes and "jobs_waiting_run_at" not in indexes  # replaced, not added
     connection.close()
 
 

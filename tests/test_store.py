@@ -154,6 +154,19 @@ async def test_next_run_at_is_the_earliest_waiting_job(store: Store) -> None:
     assert seconds is not None and 3500 < seconds <= 3600
 
 
+async def test_next_run_at_of_some_queues_looks_at_those_queues_only(store: Store) -> None:
+    await store.add_jobs(
+        [new("a-late", queue="a", delay=7200.0), new("b-soon", queue="b", delay=600.0), new("c", queue="c")]
+    )
+    seconds = await store.next_run_at(["a", "z"])
+    assert seconds is not None and 7100 < seconds <= 7200
+    seconds = await store.next_run_at(["a", "b"])
+    assert seconds is not None and 500 < seconds <= 600
+    assert await store.next_run_at(["z"]) is None
+    seconds = await store.next_run_at()
+    assert seconds is not None and seconds <= 0  # "c" is due now
+
+
 # --- claims --------------------------------------------------------------------------------
 
 

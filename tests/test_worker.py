@@ -51,6 +51,19 @@ async def test_failures_retry_then_go_to_the_dlq(queue: Queue) -> None:
     assert (pool.stats.failed, pool.stats.dead) == (2, 1)
 
 
+async def test_ended_attempts_are_counted_per_minute_for_the_dashboard(queue: Queue) -> None:
+    await queue.enqueue(command="true")
+    await queue.enqueue(command="true")
+    await queue.enqueue(command="exit 3", max_retries=1)
+    await drain(queue)
+    minutes = await queue.finished_per_minute(5)
+    totals = [sum(getattr(minute, state) for minute in minutes) for state in ("completed", "failed", "dead")]
+    assert totals == [2, 1, 1]
+    await drain(queue)  # nothing new ran: nothing more is counted
+    minutes = await queue.finished_per_minute(5)
+    assert sum(minute.completed for minute in minutes) == 2
+
+
 async def test_failed_job_waits_for_backoff_from_settings(queue: Queue) -> None:
     await queue.set_setting("backoff_base", "2")
     await queue.set_setting("backoff_max", "3600")

@@ -33,6 +33,7 @@ _COMMANDS = {
     "cancel": ("queuectl.cli.operate", "cancel"),
     "completion": ("queuectl.cli.completion", "completion"),
     "config": ("queuectl.cli.settings", "config"),
+    "dashboard": ("queuectl.cli.dashboard", "dashboard"),
     "dlq": ("queuectl.cli.dlq", "dlq"),
     "enqueue": ("queuectl.cli.enqueue", "enqueue"),
     "enqueue-file": ("queuectl.cli.enqueue", "enqueue_file"),

@@ -14,7 +14,7 @@ import math
 import signal
 import sys
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -24,6 +24,7 @@ from queuectl.durations import DURATION_FORMS, duration_seconds
 if TYPE_CHECKING:
     import asyncio
 
+    from queuectl.queue import Queue
     from queuectl.worker import WorkerPool
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -84,6 +85,12 @@ class Duration(click.ParamType[float, Any]):
 @click.option(
     "--quiet", is_flag=True, help="Only warnings and errors on stderr: no start-up or per-job lines."
 )
+@click.option(
+    "--dashboard",
+    metavar="[HOST:]PORT",
+    help="Also serve the dashboard and /metrics there while the worker runs (HOST: 127.0.0.1; "
+    "another address needs $QUEUECTL_DASHBOARD_TOKEN).",
+)
 def start_command(
     count: int,
     queues: tuple[str, ...],
@@ -92,6 +99,7 @@ def start_command(
     idle_timeout: float | None,
     grace: float,
     quiet: bool,
+    dashboard: str | None,
 ) -> None:
     """Run COUNT jobs at a time until stopped (SIGINT, SIGTERM or `queuectl worker stop`).
 
@@ -103,6 +111,7 @@ def start_command(
         raise click.UsageError("choose one of --burst, --drain and --idle-timeout")
     if any(not queue.strip() for queue in queues):
         raise click.BadParameter("a queue name cannot be empty", param_hint="--queue")
+    listen = None if dashboard is None else _dashboard_address(dashboard)
     signals = _Signals(quiet=quiet)
     signals.install()  # first: from here on, no stop signal ends the process by its default action
     try:
@@ -123,6 +132,7 @@ def start_command(
             idle_timeout=idle_timeout,
             grace=grace,
             create_parent=cli_state().uses_default_target,
+            dashboard=listen,
         )
     finally:
         signals.ignore()
@@ -137,6 +147,7 @@ def _run_pool(
     count: int,
     queues: list[str] | None,
     create_parent: bool,
+    dashboard: _Listen | None = None,
     **options: Any,
 ) -> None:
     import asyncio
@@ -165,12 +176,79 @@ def _run_pool(
                 _say(
                     f"worker {pool.worker_id} started on {_shown_target(target)}: {_capacity(count, queues)}"
                 )
+            server = None if dashboard is None else await _start_dashboard(queue, dashboard, signals.quiet)
             try:
                 await pool.run()
             finally:
                 signals.finished()
+                if server is not None:
+                    server.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await server
 
     asyncio.run(run())
+
+
+class _Listen(NamedTuple):
+    """Where ``--dashboard`` serves, and the token it requires (None on loopback without one)."""
+
+    host: str
+    port: int
+    token: str | None
+
+
+def _dashboard_address(text: str) -> _Listen:
+    """``--dashboard [HOST:]PORT`` checked before the worker starts: bad usage exits 2, a missing
+    web extra exits 1, and so does a non-loopback HOST without a token."""
+    import os
+
+    from queuectl.cli.dashboard import TOKEN_ENV, WEB_EXTRA, check_listen
+
+    host, colon, port_text = text.strip().rpartition(":")
+    host = (host if colon else "127.0.0.1").strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise click.BadParameter(
+            f"{text!r} is not [HOST:]PORT, such as 9100 or 0.0.0.0:9100", param_hint="--dashboard"
+        )
+    try:
+        import queuectl.web.server  # noqa: F401  (fail now, not once the worker runs)
+    except ImportError:
+        raise click.ClickException(WEB_EXTRA) from None
+    token = os.environ.get(TOKEN_ENV) or None
+    check_listen(f"--dashboard {text}", host, token, f"${TOKEN_ENV}")
+    return _Listen(host, port, token)
+
+
+async def _start_dashboard(queue: Queue, listen: _Listen, quiet: bool) -> asyncio.Task[None]:
+    """The dashboard served beside the pool, as a task of this loop, once it listens."""
+    import asyncio
+
+    from queuectl.web.server import serve
+
+    listening = asyncio.Event()
+
+    def ready(url: str) -> None:
+        listening.set()
+        if not quiet:
+            _say(f"dashboard at {url}")
+
+    server = asyncio.ensure_future(
+        serve(queue, host=listen.host, port=listen.port, token=listen.token, ready=ready)
+    )
+    waiting = asyncio.ensure_future(listening.wait())
+    await asyncio.wait({server, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if server.done():
+        error = server.exception()
+        reason = (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
+        raise click.ClickException(
+            f"cannot serve the dashboard on {listen.host}:{listen.port}: {reason.lower()}"
+        )
+    return server
 
 
 class _Signals:

@@ -374,6 +374,53 @@ class Store(Protocol):
         """Someone waits for these jobs to end: ``wait_for_change`` must then return soon after
         each ends. (PostgreSQL announces only such ends; SQLite wakes waiters on any write.)"""
 
+    # --- the dashboard (``queuectl dashboard``, ``/metrics``) --------------------------
+
+    async def search_jobs(
+        self,
+        *,
+        state: Sequence[JobState] = (),
+        queue: Sequence[str] = (),
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """A page of at most ``limit`` jobs (without output tails), newest first (``created_at``,
+        then ``seq``), older than ``cursor`` (the ``next_cursor`` of the previous page; ``None``:
+        from the newest). ``state``, ``queue``: any of them (empty: any). ``text``: an id that
+        starts with it, or a command that contains it (case-sensitive; ``None`` or empty: any).
+
+        The jobs are read walking an index newest first, never sorting them all: the state's
+        index for one state, else the index of ``created_at``. Filters the index does not serve
+        (queues, several states, ``text``) look at no more than ``SEARCH_SCAN_ROWS`` rows of
+        that walk per call, so that a rare match answers as fast as a common one: the page may
+        then hold fewer than ``limit`` jobs, even none, with a ``next_cursor`` that goes on from
+        where this call stopped. Across the pages, every matching job comes exactly once.
+        ``next_cursor`` is ``None`` once the walk has reached the oldest job. A cursor that is
+        not one of this store's: ``InvalidInput``.
+        """
+
+    async def add_finished(self, counts: Mapping[tuple[datetime, str], int]) -> None:
+        """Add to the attempts ended per minute: ``(minute, state) -> n``, ``state`` one of
+        ``completed``, ``failed``, ``dead``, ``minute`` any moment of it (aware; its minute's
+        start, UTC, is kept). In the same transaction, minutes older than
+        ``FINISHED_KEPT_SECONDS`` are deleted. ``ValueError`` for another state or a negative n.
+
+        Not idempotent: on PostgreSQL, a call retried after a lost reply may count twice.
+        """
+
+    async def finished_per_minute(self, minutes: int = 60) -> list[MinuteCount]:
+        """One ``MinuteCount`` per minute of the ``minutes`` ending with the store's current one
+        (PostgreSQL: the server's clock; SQLite: the store's), oldest first, zeros included."""
+
+    async def oldest_due(self) -> dict[str, float]:
+        """Per queue with jobs due and unclaimed (``pending`` or ``failed``, waiting on no
+        dependency, ``run_at`` now or past): seconds since the ``run_at`` of its oldest one.
+
+        SQLite: a few steps of its ``jobs_queue_due`` index per queue, however many jobs wait.
+        PostgreSQL: one pass over the due jobs (no index of its own: every claim would pay).
+        """
+
 
 def job_filter(
     state: JobState | Sequence[JobState] | None, queue: str | Sequence[str] | None
@@ -382,3 +429,23 @@ def job_filter(
     states = [state] if isinstance(state, JobState) else list(state or ())
     queues = [queue] if isinstance(queue, str) else list(queue or ())
     return [JobState(value).value for value in states], queues
+
+
+# --- the dashboard's reads ----------------------------------------------------------------
+
+#: The most rows of its index walk one ``search_jobs`` call looks at for the filters the index
+#: does not serve (about 0.2 s of SQLite at 1,000,000 jobs): the next page goes on from there.
+SEARCH_SCAN_ROWS = 200_000
+#: The largest page ``search_jobs`` returns.
+SEARCH_MAX_LIMIT = 1_000
+#: How long the counts of attempts ended per minute are kept (``add_finished`` prunes).
+FINISHED_KEPT_SECONDS = 2 * 86400
+#: The longest window ``finished_per_minute`` gives: what is kept.
+FINISHED_MAX_MINUTES = FINISHED_KEPT_SECONDS // 60
+#: The states counted per minute.
+FINISHED_STATES = ("completed", "failed", "dead")
+
+if TYPE_CHECKING:  # the dashboard's records, for the protocol's annotations
+    from collections.abc import Mapping
+
+    from queuectl.models import JobPage, MinuteCount

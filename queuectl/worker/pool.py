@@ -36,6 +36,7 @@ from queuectl.models import Claim
 from queuectl.storage.base import Store
 from queuectl.worker.attempts import FAULTS, KILL_GRACE, Attempts, PoolStats
 from queuectl.worker.slots import Slots
+from queuectl.worker.tally import Tally
 from queuectl.worker.upkeep import Upkeep, kill_deadline
 
 __all__ = ("KILL_GRACE", "Mode", "PoolStats", "WorkerPool", "new_worker_id")
@@ -191,6 +192,7 @@ class WorkerPool:
         self._attempts.base_env = dict(os.environb)  # jobs inherit the environment as the pool starts
         await self.store.register_worker(worker_id=self.worker_id, host=self.host, pid=os.getpid())
         progress_dir = self._attempts.progress_dir = _progress_dir()
+        tally = Tally(self.store, self.stats, self.clock)
         upkeep = Upkeep(
             FAULTS.wrap(self.store) if FAULTS else self.store,
             worker_id=self.worker_id,
@@ -201,6 +203,7 @@ class WorkerPool:
             clock=self.clock,
             progress_dir=progress_dir,
             on_queues=self._slots.use_queue_settings,
+            tally=tally,
         )
         self._supervised = [
             self._supervise(upkeep.run(), "upkeep"),
@@ -218,6 +221,7 @@ class WorkerPool:
         finally:
             await self._end_supervised()
             await self._cancel_running()
+            await asyncio.shield(tally.write())
             await self._unregister()
             self._attempts.close()
             self._attempts.progress_dir = None

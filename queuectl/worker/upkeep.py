@@ -32,6 +32,7 @@ from queuectl.storage.base import Store
 from queuectl.worker.live import sweep_progress
 from queuectl.worker.orphans import kill_orphans
 from queuectl.worker.slots import Running
+from queuectl.worker.tally import Tally
 
 __all__ = (
     "LEASE_SAFETY_FRACTION",
@@ -78,8 +79,10 @@ class Upkeep:
         clock: Callable[[], float],
         progress_dir: str | None = None,
         on_queues: Callable[[Sequence[QueueSettings]], None] | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self.store = store
+        self.tally = tally
         self._on_queues = on_queues
         self.progress_dir = progress_dir
         self.worker_id = worker_id
@@ -90,7 +93,8 @@ class Upkeep:
         self._clock = clock
 
     async def run(self) -> None:
-        """Each poll interval: heartbeat (or read stop requests), settings, lost workers' jobs."""
+        """Each poll interval: heartbeat (or read stop requests), settings, lost workers' jobs, and
+        the count of ended attempts (``tally``)."""
         next_heartbeat = 0.0
         while True:
             await asyncio.sleep(self.settings.poll_interval)
@@ -104,6 +108,8 @@ class Upkeep:
                 self._on_settings(self.settings)
                 await self.read_queues()
                 await self.recover_lapsed()
+                if self.tally is not None:
+                    await self.tally.write()
             except StoreError as exc:
                 logger.warning("upkeep failed, will retry: %s", exc)
 

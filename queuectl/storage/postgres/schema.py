@@ -425,6 +425,16 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN watched boolean NOT NULL DEFAULT false;
     """,
+    # 8: the dashboard: attempts ended per minute (the chart).
+    """
+    -- Written by workers (``add_finished``), kept two days.
+    CREATE TABLE finished_counts (
+        minute timestamptz NOT NULL,  -- its start
+        state text NOT NULL CHECK (state IN ('completed', 'failed', 'dead')),
+        n bigint NOT NULL,
+        PRIMARY KEY (minute, state)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,8 +35,10 @@ from queuectl.models import (
     AttemptRecord,
     Claim,
     Job,
+    JobPage,
     JobState,
     LiveOutput,
+    MinuteCount,
     NewJob,
     Outcome,
     Unset,
@@ -435,6 +437,37 @@ class PostgresStore:
     async def wait_for_cancel(self, timeout: float) -> None:
         """Wait for a NOTIFY of a cancel (or ``timeout``): a hint for workers running jobs."""
         await self._listener.wait_for_cancel(timeout)
+
+    # --- the dashboard (``dashboard``: loaded by the processes that read it) -----------------
+
+    async def search_jobs(
+        self,
+        *,
+        state: Sequence[JobState] = (),
+        queue: Sequence[str] = (),
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        from queuectl.storage.postgres import dashboard
+
+        query = dashboard.search(state=state, queue=queue, text=text, limit=limit, cursor=cursor)
+        return await dashboard.read_page(self._database, query)
+
+    async def add_finished(self, counts: Mapping[tuple[datetime, str], int]) -> None:
+        from queuectl.storage.postgres import dashboard
+
+        await dashboard.add_finished(self._database, counts)
+
+    async def finished_per_minute(self, minutes: int = 60) -> list[MinuteCount]:
+        from queuectl.storage.postgres import dashboard
+
+        return await dashboard.finished_per_minute(self._database, minutes)
+
+    async def oldest_due(self) -> dict[str, float]:
+        from queuectl.storage.postgres import dashboard
+
+        return await dashboard.oldest_due(self._database)
 
 
 # --- work that survives a lost reply -------------------------------------------------------------

@@ -264,6 +264,21 @@ MIGRATIONS: tuple[str, ...] = (
     -- What workers read each second: the earliest due time of an active schedule, one index step.
     CREATE INDEX schedules_due ON schedules (next_run_at) WHERE paused = 0;
     """,
+    # 8: the dashboard: attempts ended per minute (the chart), each queue's oldest due job.
+    """
+    -- Written by workers (``add_finished``), kept two days.
+    CREATE TABLE finished_counts (
+        minute INTEGER NOT NULL,  -- epoch seconds of its start
+        state TEXT NOT NULL,  -- completed, failed or dead
+        n INTEGER NOT NULL,
+        PRIMARY KEY (minute, state)
+    ) WITHOUT ROWID;
+    -- Each queue's earliest waiting run_at in a few steps (``oldest_due``, ``next_run_at``),
+    -- however many wait. It replaces jobs_waiting_run_at (the same rows, the queue first), so
+    -- that a claim or an enqueue keeps as many indexes up to date as before.
+    DROP INDEX jobs_waiting_run_at;
+    CREATE INDEX jobs_queue_due ON jobs (queue, run_at) WHERE state IN ('pending', 'failed') AND waiting = 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -39,16 +39,31 @@ def job_filter(state_count: int, queue_count: int) -> str:
 
 
 COUNT_JOBS = "SELECT state, count(*) FROM jobs GROUP BY state"
-_EARLIEST_WAITING = (
-    "SELECT min(run_at) FROM jobs INDEXED BY jobs_waiting_run_at"
-    " WHERE state IN ('pending', 'failed') AND waiting = 0"
-)
-EARLIEST_RUN_AT = _EARLIEST_WAITING
+#: The jobs a claim may take once due, in ``jobs_queue_due``: by queue, then by ``run_at``.
+WAITING = "FROM jobs INDEXED BY jobs_queue_due WHERE state IN ('pending', 'failed') AND waiting = 0"
+#: Each queue that has waiting jobs, one index step each (the least name after the previous one).
+WAITING_QUEUES = f"""WITH RECURSIVE waiting_queues (name) AS (
+    SELECT (SELECT min(queue) {WAITING})
+    UNION ALL
+    SELECT (SELECT min(queue) {WAITING} AND queue > waiting_queues.name) FROM waiting_queues
+    WHERE waiting_queues.name IS NOT NULL
+)"""
+#: The earliest ``run_at`` of a waiting job: the least of each queue's earliest, a step each.
+EARLIEST_RUN_AT = f"""{WAITING_QUEUES}
+SELECT min((SELECT min(run_at) {WAITING} AND queue = waiting_queues.name))
+FROM waiting_queues WHERE name IS NOT NULL
+"""
 
 
 @cache
 def next_run_at(queue_count: int) -> str:
-    return _EARLIEST_WAITING + queue_filter(queue_count)
+    """``EARLIEST_RUN_AT`` of the ``queue_count`` queues given (none: of every queue)."""
+    if not queue_count:
+        return EARLIEST_RUN_AT
+    names = ", ".join(["(?)"] * queue_count)
+    return (
+        f"SELECT min((SELECT min(run_at) {WAITING} AND queue = given.column1)) FROM (VALUES {names}) AS given"
+    )
 
 
 @cache

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,8 +29,10 @@ from queuectl.models import (
     AttemptRecord,
     Claim,
     Job,
+    JobPage,
     JobState,
     LiveOutput,
+    MinuteCount,
     NewJob,
     Outcome,
     OutputChunk,
@@ -461,3 +463,36 @@ class SqliteStore:
     async def wait_for_cancel(self, timeout: float) -> None:
         # No notifications here: every change to the file would wake it, so workers just poll.
         await anyio.sleep(timeout)
+
+    # --- the dashboard (``dashboard``: loaded by the processes that read it) -----------------
+
+    async def search_jobs(
+        self,
+        *,
+        state: Sequence[JobState] = (),
+        queue: Sequence[str] = (),
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        from queuectl.storage.sqlite import dashboard
+
+        query = dashboard.search(state=state, queue=queue, text=text, limit=limit, cursor=cursor)
+        return await dashboard.read_page(self._db, query)
+
+    async def add_finished(self, counts: Mapping[tuple[datetime, str], int]) -> None:
+        from queuectl.storage.sqlite import dashboard
+
+        rows = dashboard.finished_rows(counts)
+        if rows:  # a short write on the lane, as a worker's results
+            await self._db.on_lane(dashboard.add_finished(rows, self.clock()))
+
+    async def finished_per_minute(self, minutes: int = 60) -> list[MinuteCount]:
+        from queuectl.storage.sqlite import dashboard
+
+        return await dashboard.finished_per_minute(self._db, minutes, self.clock())
+
+    async def oldest_due(self) -> dict[str, float]:
+        from queuectl.storage.sqlite import dashboard
+
+        return await dashboard.oldest_due(self._db, self.clock())
