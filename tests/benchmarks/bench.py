@@ -34,6 +34,7 @@ from bench_common import (
     new_jobs,
     queuectl_argv,
 )
+from bench_dashboard import dashboard_figures
 from bench_flow_jobs import flow_job_figures
 from bench_flow_queues import limits_figures
 from bench_follow import follow_figures
@@ -117,6 +118,7 @@ FIGURES: dict[str, Callable[[Context], list[Row]]] = {
     "follow": follow_figures,
     "deps": flow_job_figures,
     "limits": limits_figures,
+    "dashboard": dashboard_figures,
 }
 POSTGRES_URL_ENV = "QUEUECTL_TEST_POSTGRES_URL"
 

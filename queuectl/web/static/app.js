@@ -121,6 +121,9 @@ function showJob(job) {
   const state = document.querySelector("[data-job-state]");
   setText(state, job.state);
   state.dataset.state = job.state;
+  for (const form of document.querySelectorAll("[data-when-state]")) {
+    form.hidden = !form.dataset.whenState.split(" ").includes(job.state);
+  }
   sync(document.getElementById("history"), job.history.map((entry, index) => ({ ...entry, n: index + 1 })));
   const output = document.getElementById("output");
   if (output.dataset.running !== "yes") setText(output, keptText(job));
