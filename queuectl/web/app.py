@@ -7,9 +7,7 @@ pool's event loop (``worker start --dashboard``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -28,7 +26,7 @@ from queuectl.web.metrics import metrics
 from queuectl.web.responses import JSON_HEADERS, error_status, one_line, wants_html
 from queuectl.web.security import Guard
 
-__all__ = ("create_app",)
+__all__ = ("create_app", "warm_up")
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +43,6 @@ def create_app(queue: Queue, *, token: str | None) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(
-        lifespan=_lifespan,
         routes=routes,
         middleware=[Middleware(Guard, token=token)],
         exception_handlers={QueueError: _failed, HTTPException: _failed, Exception: _crashed},
@@ -56,16 +53,14 @@ def create_app(queue: Queue, *, token: str | None) -> Starlette:
     return app
 
 
-@contextlib.asynccontextmanager
-async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Count the jobs per queue once before the first request (on a big store, that request
-    would otherwise wait for it)."""
+async def warm_up(app: Starlette) -> None:
+    """Count the jobs per queue once before the first request: on a big store that request
+    would otherwise wait for the count (``counts.QueueCounts``)."""
     counts: QueueCounts = app.state.queue_counts
     try:
         await counts.infos()
     except QueueError as error:  # the pages say so when they are asked for
         log.warning("could not count the jobs per queue: %s", error)
-    yield
 
 
 def _is_data(request: Request) -> bool:

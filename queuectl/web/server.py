@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator
 import uvicorn
 
 from queuectl.queue import Queue
-from queuectl.web.app import create_app
+from queuectl.web.app import create_app, warm_up
 
 __all__ = ("bind", "serve", "url_of")
 
@@ -77,10 +77,12 @@ async def serve(
     """Serve the dashboard on ``queue`` at ``host:port`` until cancelled; ``ready(url)`` is called
     once it listens. Cancelled, it stops taking connections, lets open ones finish for up to
     ``SHUTDOWN_GRACE`` seconds, and re-raises the cancellation. ``OSError`` if it cannot listen."""
+    app = create_app(queue, token=token)
+    await warm_up(app)
     sock = bind(host, port)
     url = url_of(sock)
     config = uvicorn.Config(
-        create_app(queue, token=token),
+        app,
         lifespan="off",
         log_config=None,
         access_log=False,
