@@ -34,5 +34,5 @@ def bench(session: nox.Session) -> None:
     Not in the default sessions: a full run takes about ten minutes. PostgreSQL rows need
     `--postgres-url URL` or $QUEUECTL_TEST_POSTGRES_URL. Installs the package as users get it.
     """
-    session.install(".[postgres]")
+    session.install(".[postgres,web]")
     session.run("python", "tests/benchmarks/bench.py", *session.posargs)
