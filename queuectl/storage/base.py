@@ -12,7 +12,7 @@ checks every new job and fills in the fields whose default is a setting before c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,8 +22,10 @@ from queuectl.models import (
     AttemptRecord,
     Claim,
     Job,
+    JobPage,
     JobState,
     LiveOutput,
+    MinuteCount,
     NewJob,
     Outcome,
     Unset,
@@ -445,7 +447,15 @@ FINISHED_MAX_MINUTES = FINISHED_KEPT_SECONDS // 60
 #: The states counted per minute.
 FINISHED_STATES = ("completed", "failed", "dead")
 
-if TYPE_CHECKING:  # the dashboard's records, for the protocol's annotations
-    from collections.abc import Mapping
 
-    from queuectl.models import JobPage, MinuteCount
+def search_terms(
+    *, state: Sequence[JobState], queue: Sequence[str], text: str | None, limit: int
+) -> tuple[tuple[str, ...], tuple[str, ...], str | None, int]:
+    """A ``search_jobs`` call's filters, checked (``InvalidInput`` for a bad limit) and without
+    repeats: the states as text, the queues, the text (None for none), the limit."""
+    from queuectl.errors import InvalidInput
+
+    if not 1 <= limit <= SEARCH_MAX_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {SEARCH_MAX_LIMIT}, not {limit}")
+    states = tuple(dict.fromkeys(JobState(value).value for value in state))
+    return states, tuple(dict.fromkeys(queue)), text or None, limit

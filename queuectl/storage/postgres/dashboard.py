@@ -23,8 +23,8 @@ from queuectl.storage.base import (
     FINISHED_KEPT_SECONDS,
     FINISHED_MAX_MINUTES,
     FINISHED_STATES,
-    SEARCH_MAX_LIMIT,
     SEARCH_SCAN_ROWS,
+    search_terms,
 )
 from queuectl.storage.postgres.connection import Database
 from queuectl.storage.postgres.rows import job_from_row
@@ -91,16 +91,8 @@ def search(
     *, state: Sequence[JobState], queue: Sequence[str], text: str | None, limit: int, cursor: str | None
 ) -> Search:
     """The call checked: ``InvalidInput`` for a bad cursor or limit."""
-    if not 1 <= limit <= SEARCH_MAX_LIMIT:
-        raise InvalidInput(f"limit must be between 1 and {SEARCH_MAX_LIMIT}, not {limit}")
-    states = tuple(dict.fromkeys(JobState(value).value for value in state))
-    return Search(
-        states=states,
-        queues=tuple(dict.fromkeys(queue)),
-        text=text or None,
-        limit=limit,
-        after=parse_cursor(cursor),
-    )
+    states, queues, text, limit = search_terms(state=state, queue=queue, text=text, limit=limit)
+    return Search(states=states, queues=queues, text=text, limit=limit, after=parse_cursor(cursor))
 
 
 def parse_cursor(cursor: str | None) -> Key | None:
