@@ -19,11 +19,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from helpers import DEADLINE, exit_code_within, lines, queuectl_env, run_queuectl, wait_until
 from test_postgres import Proxy, through
@@ -33,6 +34,8 @@ pytestmark = pytest.mark.postgres
 POSTGRES_URL_ENV = "QUEUECTL_TEST_POSTGRES_URL"  # as in conftest
 #: Five minutes, the skew the tests give a worker's wall clock: far more than any lease here.
 SKEW = 300.0
+#: How far a job's times may be from the server's clock: a round trip, on a loaded machine.
+SLACK = timedelta(seconds=5)
 
 
 # --- shared plumbing ------------------------------------------------------------------------------
@@ -48,6 +51,20 @@ def enqueue_all(target: str, jobs: list[dict[str, Any]]) -> list[str]:
     done = run_queuectl(target, "enqueue-file", "-", input="".join(json.dumps(job) + "\n" for job in jobs))
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
+
+
+def server_time(target: str) -> datetime:
+    """The database server's clock now."""
+
+    async def read() -> datetime:
+        connection = await asyncpg.connect(target)
+        try:
+            moment: datetime = await connection.fetchval("SELECT clock_timestamp()")
+            return moment
+        finally:
+            await connection.close()
+
+    return asyncio.run(read())
 
 
 def all_jobs(target: str) -> list[dict[str, Any]]:
@@ -164,6 +181,7 @@ def test_workers_whose_clocks_disagree_run_each_job_once(
 
     runs = tmp_path / "runs"
     record = f'echo "$QUEUECTL_JOB_ID $PPID" >> {runs}'
+    began = server_time(postgres_target)
     # Six long jobs of the highest priority: each idle worker claims two, one per slot.
     long_jobs: list[dict[str, Any]] = [
         {"id": f"long-{n}", "command": f"{record}; sleep 5", "priority": 9} for n in range(6)
@@ -184,6 +202,12 @@ def test_workers_whose_clocks_disagree_run_each_job_once(
     counts = run_counts(runs)
     assert counts == Counter({job["id"]: 1 for job in long_jobs + short_jobs})
     jobs = all_jobs(postgres_target)
+    # Attempts are timed by the database's clock, whichever host ran them.
+    ended = server_time(postgres_target)
+    for job in jobs:
+        for field in ("started_at", "finished_at"):
+            moment = datetime.fromisoformat(job[field])
+            assert began - SLACK <= moment <= ended + SLACK, f"{job['id']} {field} {moment} by a host's clock"
     assert {(job["attempts"], job["last_error"]) for job in jobs} == {(1, None)}
     runners = {line.split()[0]: int(line.split()[1]) for line in runs.read_text().splitlines()}
     for name, pid in pids.items():

@@ -12,7 +12,7 @@ checks every new job and fills in the fields whose default is a setting before c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -42,6 +42,12 @@ HISTORY_LIMIT = 100
 
 class Store(Protocol):
     """A persistent job store. Open one with ``queuectl.storage.open_store``."""
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The store's wall clock (epoch seconds), which workers time attempts with: the database
+        server's for PostgreSQL (estimated from their round trips), ``open_store``'s ``clock``
+        for SQLite."""
 
     async def close(self) -> None:
         """Release connections. Safe to call twice."""

@@ -67,7 +67,8 @@ class WorkerPool:
     ``mode`` says to stop or ``stop()`` is called. On a stop request it claims
     nothing new, lets running jobs finish within ``grace`` seconds, then kills
     them and puts them back to ``pending`` without counting the attempt.
-    ``clock`` is the wall-clock time in epoch seconds (injectable for tests).
+    ``clock`` is the wall-clock time in epoch seconds that attempts are timed with; by default
+    the store's (``Store.clock``: on PostgreSQL, the server's, whatever this host's clock says).
 
     Run it in the foreground with ``await pool.run()``, or in the background::
 
@@ -88,7 +89,7 @@ class WorkerPool:
         idle_timeout: float | None = None,
         grace: float = 30.0,
         worker_id: str | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
@@ -99,7 +100,7 @@ class WorkerPool:
         self.idle_timeout = idle_timeout
         self.grace = grace
         self.worker_id = worker_id or new_worker_id()
-        self.clock = clock
+        self.clock = clock = clock or store.clock
         self.host = socket.gethostname()
         self.stats = PoolStats()
         self._slots = Slots(store, count=count, worker_id=self.worker_id, queues=self.queues)

@@ -278,8 +278,12 @@ REGISTER_WORKER = """
 INSERT INTO workers (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, now(), now())
 ON CONFLICT (id) DO UPDATE
     SET host = excluded.host, pid = excluded.pid, heartbeat_at = now(), stop_requested = false
+RETURNING extract(epoch FROM clock_timestamp())::float8 AS server_time
 """
-HEARTBEAT = "UPDATE workers SET heartbeat_at = now(), running = $2 WHERE id = $1 RETURNING stop_requested"
+HEARTBEAT = """
+UPDATE workers SET heartbeat_at = now(), running = $2 WHERE id = $1
+RETURNING stop_requested, extract(epoch FROM clock_timestamp())::float8 AS server_time
+"""
 STOP_REQUESTED = "SELECT stop_requested FROM workers WHERE id = $1"
 UNREGISTER_WORKER = "DELETE FROM workers WHERE id = $1"
 LIVE_WORKERS = f"""

@@ -18,6 +18,7 @@ are ``listen.py``'s.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -55,6 +56,7 @@ from queuectl.storage.postgres.queues import QueueSettingsStore
 from queuectl.storage.postgres.rows import chunk_from_row, claim_from_row, job_from_row, seconds
 from queuectl.storage.postgres.schedules import Schedules
 from queuectl.storage.postgres.schema import Connection, Row
+from queuectl.storage.postgres.server_clock import ServerClock
 
 
 class PostgresStore:
@@ -68,6 +70,7 @@ class PostgresStore:
         self._schedules = Schedules(database, channel=self._channel)
         self._listener = Listener(database.url, self._channel, connect_timeout=connect_timeout)
         self._queues = QueueSettingsStore(database, self._channel)
+        self.clock = ServerClock()
 
     @classmethod
     async def open(
@@ -404,11 +407,19 @@ class PostgresStore:
     # --- workers -------------------------------------------------------------------------
 
     async def register_worker(self, *, worker_id: str, host: str, pid: int) -> None:
-        await self._database.fetch(sql.REGISTER_WORKER, worker_id, host.replace("\x00", ""), pid)
+        await self._read_clock(sql.REGISTER_WORKER, worker_id, host.replace("\x00", ""), pid)
 
     async def heartbeat(self, *, worker_id: str, running: int) -> bool:
-        found = await self._database.fetch(sql.HEARTBEAT, worker_id, running)
+        found = await self._read_clock(sql.HEARTBEAT, worker_id, running)
         return bool(found and found[0]["stop_requested"])
+
+    async def _read_clock(self, statement: str, *arguments: Any) -> list[Row]:
+        """``statement``'s rows; their ``server_time`` is a sample for ``clock``."""
+        sent = time.time()
+        found = await self._database.fetch(statement, *arguments)
+        if found:
+            self.clock.sample(sent=sent, received=time.time(), server_time=found[0]["server_time"])
+        return found
 
     async def stop_requested(self, worker_id: str) -> bool:
         found = await self._database.fetch(sql.STOP_REQUESTED, worker_id)
