@@ -282,8 +282,15 @@ class _Signals:
         action as it exits.
         """
         self._done = True
-        for number in _STOP_SIGNALS:
-            signal.signal(number, signal.SIG_IGN)
+        # Blocked meanwhile: a signal that Python's C-level handler catches just before its
+        # handler becomes SIG_IGN would raise "Signal N ignored due to race condition" at the next
+        # check. Blocked, it waits in the kernel, which drops it once it is ignored.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            for number in _STOP_SIGNALS:
+                signal.signal(number, signal.SIG_IGN)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def attach(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any] | None) -> bool:
         """From now on, signals go to ``loop``; False if one came before."""
