@@ -367,7 +367,8 @@ class Store(Protocol):
         """Workers whose last heartbeat is younger than ``stale_after`` seconds."""
 
     async def request_stop(self, *, stale_after: float) -> int:
-        """Ask every live worker to stop; return how many were asked."""
+        """Ask every registered worker to stop, also one whose heartbeats are late (it hears as it
+        comes back); return how many of them are live."""
 
     # --- wake-ups ---------------------------------------------------------------------
 

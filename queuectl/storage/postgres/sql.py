@@ -291,7 +291,9 @@ SELECT {WORKER_COLUMNS} FROM workers
 WHERE heartbeat_at > now() - $1::float8 * interval '1 second'
 ORDER BY started_at, id
 """
-REQUEST_STOP = (
-    "UPDATE workers SET stop_requested = true"
-    " WHERE heartbeat_at > now() - $1::float8 * interval '1 second' RETURNING id"
-)
+#: Every registered worker is asked, also one whose heartbeats are late (a host cut off, a frozen
+#: process): it hears as it comes back. The count is of the live ones, as ``worker list`` shows.
+REQUEST_STOP = """
+WITH asked AS (UPDATE workers SET stop_requested = true RETURNING heartbeat_at)
+SELECT 1 FROM asked WHERE heartbeat_at > now() - $1::float8 * interval '1 second'
+"""

@@ -280,4 +280,6 @@ LIVE_WORKERS = (
     "SELECT id, host, pid, started_at, heartbeat_at, running FROM workers"
     " WHERE heartbeat_at > ? ORDER BY started_at, id"
 )
-REQUEST_STOP = "UPDATE workers SET stop_requested = 1 WHERE heartbeat_at > ? RETURNING id"
+#: Every registered worker is asked, also one whose heartbeats are late (a frozen process): it
+#: hears as it comes back. Each row says whether that worker is live, which the count is of.
+REQUEST_STOP = "UPDATE workers SET stop_requested = 1 RETURNING heartbeat_at > ?"

@@ -450,7 +450,8 @@ class SqliteStore:
         ]
 
     async def request_stop(self, *, stale_after: float) -> int:
-        return len(await self._db.fetch_durably(sql.REQUEST_STOP, (self.clock() - stale_after,)))
+        asked = await self._db.fetch_durably(sql.REQUEST_STOP, (self.clock() - stale_after,))
+        return sum(1 for (live,) in asked if live)
 
     # --- wake-ups --------------------------------------------------------------------------
 
