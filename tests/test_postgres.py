@@ -12,7 +12,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -441,6 +441,55 @@ async def test_a_completion_is_announced_only_when_someone_waits_for_it(postgres
         await waiter.wait_for_change(0)  # the 2 s above may have ended in a stray wake: consume it
         assert await woken_by(worker.finish(claims["watched"], completed))
         assert await woken_by(worker.finish(claims["failing"], failed))
+    finally:
+        await waiter.close()
+        await worker.close()
+
+
+@pytest.mark.postgres
+async def test_a_freed_slot_of_a_limited_queue_is_announced_unless_its_worker_takes_it_again(
+    postgres_target: str,
+) -> None:
+    # Workers held back by a queue's concurrency limit wait for a slot: a completion there is
+    # news, but not when the finishing worker's own claim, in the same statement, takes it.
+    waiter = await PostgresStore.open(postgres_target)
+    worker = await PostgresStore.open(postgres_target)
+    now = datetime.now(UTC)
+    completed = Outcome(state=JobState.COMPLETED, exit_code=0, error=None, started_at=now, finished_at=now)
+    try:
+        await worker.limit_queue("render", concurrency=2)
+        await worker.add_jobs([new(job_id, queue="render") for job_id in ("a", "b", "c")])
+        held = {
+            claim.job.id: claim
+            for claim in await worker.claim(worker_id="w", queues=None, limit=3, lease=60, flow=True)
+        }
+        assert sorted(held) == ["a", "b"]
+        await waiter.wait_for_change(10)  # returns once its LISTEN connection is up
+
+        async def woken_by(finishing: Awaitable[object]) -> bool:
+            waiting = asyncio.create_task(waiter.wait_for_change(30))
+            await asyncio.sleep(0.1)
+            began = time.monotonic()
+            await finishing
+            try:
+                await asyncio.wait_for(waiting, 2)
+            except TimeoutError:
+                return False
+            return time.monotonic() - began < 2
+
+        async def finish_and_claim(job_id: str) -> list[str]:
+            accepted, claims = await worker.finish_and_claim(
+                held.pop(job_id), completed, worker_id="w", queues=None, limit=1, lease=60, flow=True
+            )
+            assert accepted
+            held.update((claim.job.id, claim) for claim in claims)
+            return list(held)
+
+        assert not await woken_by(finish_and_claim("a"))  # it took c: the queue is full again
+        assert sorted(held) == ["b", "c"]
+        await waiter.wait_for_change(0)  # the 2 s above may have ended in a stray wake: consume it
+        assert await woken_by(finish_and_claim("b"))  # nothing left to take: a slot is free
+        assert await woken_by(worker.finish(held.pop("c"), completed))  # no claim: a slot is free
     finally:
         await waiter.close()
         await worker.close()

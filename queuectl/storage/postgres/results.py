@@ -86,7 +86,7 @@ def _record(*, first: bool, cancelled: bool) -> str:
         worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE id = $1 AND claim_token = $2
         AND state = CASE WHEN $3::text = 'cancelled' THEN 'cancelled' ELSE 'processing' END
-    RETURNING entries, watched, dependents
+    RETURNING entries, watched, dependents, queue
 """
 
 
@@ -102,7 +102,7 @@ def _plain_record(*, first: bool) -> str:
         attempt_started = $6::timestamptz, attempt_outcome = $15::text, entries = entries + 1,
         worker_id = NULL, claim_token = NULL, lease_expires_at = NULL, updated_at = now()
     WHERE id = $1 AND claim_token = $2 AND state = 'processing'
-    RETURNING entries, watched, dependents
+    RETURNING entries, watched, dependents, queue
 """
 
 
@@ -110,20 +110,28 @@ def _plain_record(*, first: bool) -> str:
 FINISH_PARAMETERS = 15
 
 
-def _recorded(*, first: bool, streamed: bool, cancelled: bool, announce_all: bool = False) -> str:
+#: When a recorded end is announced (NOTIFY): a NOTIFY wakes every listening connection of the
+#: database, whatever its channel, so one per job would cost every worker, busy or not. Only an
+#: end someone may wait for is: the job is watched (``Store.watch``), did not complete (a retry
+#: or a dead end may be news to idle workers), had dependents (they may now be due), or freed a
+#: slot of a queue with a concurrency limit (a worker may be held back by it).
+#: ``finish_and_claim`` (the plain claim: no queue has a limit, as far as the worker knows) leaves
+#: out the last case, which ``finish`` alone (no claim: a stopping worker's) and
+#: ``finish_and_flow_claim`` check.
+WAITED_FOR = "$3::text <> 'completed' OR done.watched OR done.dependents > 0"
+LIMITED = "EXISTS (SELECT FROM queues AS q WHERE q.name = done.queue AND q.concurrency IS NOT NULL)"
+HEARD = f"{WAITED_FOR} OR {LIMITED}"
+
+
+def _recorded(*, first: bool, streamed: bool, cancelled: bool, heard: str = HEARD) -> str:
     """``_record`` and what follows it, as CTEs; ``first``: the job had no entry before (no
-    earlier output to move), ``streamed``: the attempt wrote chunks (they go). The end is
-    announced (NOTIFY) if the job is watched (``Store.watch``), did not complete (a retry or a
-    dead end may be news to idle workers), had dependents (they may now be due), or with
-    ``announce_all`` (a limited queue's slot is free)."""
+    earlier output to move), ``streamed``: the attempt wrote chunks (they go). ``wake`` counts
+    the jobs recorded (``n``, 0 or 1) and announced, when ``heard`` (``HEARD``)."""
     parts = [f"done AS ({_record(first=first, cancelled=cancelled)})"]
     if not first:
         parts.append(_entry_written("done"))
     if streamed:
         parts.append("dropped AS (DELETE FROM job_chunks WHERE EXISTS (SELECT FROM done) AND job_id = $1)")
-    # Only an end someone may wait for is announced: a NOTIFY wakes every listening connection
-    # of the database, whatever its channel, so one per job would cost every worker, busy or not.
-    heard = "true" if announce_all else "$3::text <> 'completed' OR done.watched OR done.dependents > 0"
     parts.append(f"heard AS (SELECT pg_notify($11, 'finished') FROM done WHERE {heard})")
     # What the statement's last part reads, so that ``heard`` runs (a CTE nobody reads does not).
     parts.append(
@@ -155,7 +163,7 @@ def finish_and_claim(
     """
     claim = sql.shift_parameters(sql.CLAIM_QUEUES if queues else sql.CLAIM_ANY_QUEUE, FINISH_PARAMETERS)
     return f"""
-WITH {_recorded(first=first, streamed=streamed, cancelled=cancelled)}, relaxed AS (
+WITH {_recorded(first=first, streamed=streamed, cancelled=cancelled, heard=WAITED_FOR)}, relaxed AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), claimed AS ({claim})
 SELECT (SELECT n FROM wake) AS finished, claimed.*
@@ -169,18 +177,28 @@ def finish_and_flow_claim(*, first: bool = False, streamed: bool = False, cancel
     still one round trip. The claim's function runs once the result is recorded (its first
     argument depends on the count of what was), and, being volatile, reads with snapshots of its
     own that see it: the finished job no longer counts against its queue's concurrency.
+
+    A slot freed in a queue with a concurrency limit is announced only if this claim did not
+    take it again (a job of that queue): if it did, nobody else could have.
     """
     n = FINISH_PARAMETERS
-    return f"""
-WITH {_recorded(first=first, streamed=streamed, cancelled=cancelled, announce_all=True)}, relaxed AS (
-    SELECT set_config('synchronous_commit', 'off', true)
-), ended AS (SELECT n FROM wake)
-SELECT ended.n AS finished, claimed.*
-FROM ended CROSS JOIN (SELECT 1 FROM relaxed) AS one LEFT JOIN LATERAL (
+    heard = (
+        f"{WAITED_FOR} OR ({LIMITED} AND NOT EXISTS (SELECT FROM claimed WHERE claimed.queue = done.queue))"
+    )
+    claim = f"""claimed AS MATERIALIZED (
     SELECT {sql.CLAIM_COLUMNS}
-    FROM queuectl_flow_claim(${n + 1}, ${n + 2}::float8, (${n + 3} + 0 * ended.n)::integer,
-                             ${n + 4}::text, ${n + 5}::text[])
-) AS claimed ON true
+    FROM ended, queuectl_flow_claim(${n + 1}, ${n + 2}::float8, (${n + 3} + 0 * ended.n)::integer,
+                                    ${n + 4}::text, ${n + 5}::text[])
+)"""
+    recorded = _recorded(first=first, streamed=streamed, cancelled=cancelled, heard=heard)
+    # ``heard`` reads ``claimed``, which must follow ``done``: split ``_recorded`` around it.
+    before, _, after = recorded.partition(", heard AS (")
+    return f"""
+WITH {before}, relaxed AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), ended AS MATERIALIZED (SELECT count(*) AS n FROM done), {claim}, heard AS ({after}
+SELECT ended.n AS finished, claimed.*
+FROM ended CROSS JOIN (SELECT 1 FROM relaxed) AS one CROSS JOIN wake LEFT JOIN claimed ON true
 """
 
 
