@@ -40,6 +40,7 @@ __all__ = (
     "UNSET",
     "WAITING_STATES",
     "Claim",
+    "Holder",
     "Job",
     "JobPage",
     "JobState",
@@ -219,11 +220,25 @@ TIME_FIELDS: frozenset[str] = frozenset(info.name for info in fields(Job) if "da
 
 
 @record
+class Holder(Record):
+    """The worker that held a lapsed claim: its id, and its host and pid if it is still registered."""
+
+    worker: str | None = None
+    host: str | None = None
+    pid: int | None = None
+
+
+@record
 class Claim(Record):
-    """A job a worker holds. ``token`` guards every write the worker makes for it."""
+    """A job a worker holds. ``token`` guards every write the worker makes for it.
+
+    ``holder``: who held it, on claims whose lease lapsed (``Store.lapsed_claims``), for the
+    history entry of the lost attempt.
+    """
 
     job: Job
     token: str
+    holder: Holder | None = None
 
 
 @record

@@ -305,7 +305,7 @@ def test_a_host_cut_off_kills_its_jobs_before_their_leases_lapse_and_its_late_re
     for job in after.values():
         assert job["attempts"] == 2
         lost, rerun = job["history"]
-        assert lost["outcome"] == "lost" and lost["host"] in (None, victim.name), lost
+        assert lost["outcome"] == "lost" and lost["host"] == victim.name, lost
         assert rerun["outcome"] == "completed" and rerun["host"] in ("host2", "host3"), rerun
     others = [site.show(job_id) for job_id in first if job_id not in cut_off]
     assert {(job["state"], job["attempts"]) for job in others} == {("completed", 1)}

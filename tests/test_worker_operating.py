@@ -235,8 +235,11 @@ async def test_a_stop_puts_the_job_back_with_a_stopped_entry(queue: Queue, tmp_p
     assert not group_alive(entry.pid)
 
 
-async def test_a_lost_attempt_is_a_lost_entry(queue: Queue) -> None:
+@pytest.mark.parametrize("registered", [True, False], ids=["registered", "unregistered"])
+async def test_a_lost_attempt_is_a_lost_entry_naming_its_worker(queue: Queue, registered: bool) -> None:
     job = await queue.enqueue(command="true", max_retries=1)
+    if registered:  # a worker killed without unregistering: its row says where it ran
+        await queue.store.register_worker(worker_id="ghost:1:x", host="far-host", pid=4242)
     (claim,) = await queue.store.claim(worker_id="ghost:1:x", queues=None, limit=1, lease=0.2)
     await wait_for(lambda: _lapsed(queue, claim), what="the ghost's lease to lapse")
     await queue.pool(mode="drain").run()
@@ -246,6 +249,9 @@ async def test_a_lost_attempt_is_a_lost_entry(queue: Queue) -> None:
         (AttemptOutcome.LOST, WORKER_LOST),
         (AttemptOutcome.COMPLETED, None),
     ]
+    lost = done.history[0]
+    where = ("far-host", 4242) if registered else (None, None)
+    assert (lost.worker, lost.host, lost.pid) == ("ghost:1:x", *where)
 
 
 async def test_a_cancelled_job_of_a_lost_worker_stays_cancelled(queue: Queue) -> None:

@@ -24,7 +24,7 @@ from queuectl import retry
 from queuectl.config import Settings
 from queuectl.display import in_words
 from queuectl.errors import InvalidInput, StoreError
-from queuectl.models import AttemptOutcome, Decision, EndedAttempt, JobState, NewJob, Outcome
+from queuectl.models import AttemptOutcome, Decision, EndedAttempt, Holder, JobState, NewJob, Outcome
 from queuectl.purging import purge
 from queuectl.queues import QueueSettings
 from queuectl.scheduling import scheduled_job
@@ -257,13 +257,17 @@ class Upkeep:
                 decision = Decision(state=JobState.CANCELLED)
             else:
                 decision = retry.decide(claim.job, WORKER_LOST, self.settings)
+            holder = claim.holder or Holder()
             lost = EndedAttempt(
                 exit_code=None,
                 error=WORKER_LOST,
                 started_at=claim.job.started_at,
                 finished_at=datetime.fromtimestamp(self._clock(), UTC),
+                pid=holder.pid,
             )
-            outcome = Outcome.of(decision, lost, outcome=AttemptOutcome.LOST)
+            outcome = Outcome.of(
+                decision, lost, worker=holder.worker, host=holder.host, outcome=AttemptOutcome.LOST
+            )
             try:
                 taken_back = await self.store.finish(claim, outcome)
             except StoreError as exc:  # the next upkeep tries again

@@ -21,6 +21,7 @@ from queuectl.models import (
     AttemptEntry,
     AttemptRecord,
     Claim,
+    Holder,
     Job,
     JobState,
     NewJob,
@@ -86,6 +87,12 @@ def job_from_row(row: Row, *, with_output: bool = False) -> Job:
 def claim_from_row(row: Row) -> Claim:
     """A ``Claim`` from a row of ``sql.CLAIM_COLUMNS``."""
     return Claim(job=job_from_row(row), token=row["claim_token"])
+
+
+def lapsed_claim_from_row(row: Row) -> Claim:
+    """A ``Claim`` with its ``holder`` from a row of ``sql.LAPSED``."""
+    holder = Holder(worker=row["holder"], host=row["holder_host"], pid=row["holder_pid"])
+    return Claim(job=job_from_row(row), token=row["claim_token"], holder=holder)
 
 
 def chunk_from_row(row: Row) -> OutputChunk:

@@ -163,9 +163,11 @@ def shift_parameters(statement: str, by: int) -> str:
 
 
 LAPSED = f"""
-SELECT {CLAIM_COLUMNS} FROM jobs
-WHERE claim_token IS NOT NULL AND lease_expires_at < now()
-ORDER BY lease_expires_at, seq
+SELECT held.*, w.host AS holder_host, w.pid AS holder_pid FROM (
+    SELECT {CLAIM_COLUMNS}, worker_id AS holder, lease_expires_at AS lapsed_at FROM jobs
+    WHERE claim_token IS NOT NULL AND lease_expires_at < now()
+) AS held LEFT JOIN workers AS w ON w.id = held.holder
+ORDER BY held.lapsed_at, held.seq
 """
 #: Someone waits for these jobs to end: their completion is announced (``results.py``). Written
 #: once per job; idempotent, so a retry after a lost reply is harmless.

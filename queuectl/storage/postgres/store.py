@@ -255,7 +255,7 @@ class PostgresStore:
         return await self._database.run(results.release_work(claim, attempt, self._channel))
 
     async def lapsed_claims(self) -> list[Claim]:
-        return [claim_from_row(row) for row in await self._database.fetch(sql.LAPSED)]
+        return [rows.lapsed_claim_from_row(row) for row in await self._database.fetch(sql.LAPSED)]
 
     async def cancelled_claims(self, tokens: Sequence[str]) -> set[str]:
         if not tokens:

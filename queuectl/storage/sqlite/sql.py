@@ -167,7 +167,13 @@ DROP_CHUNKS = "DELETE FROM output_chunks WHERE job_id = ?"
 
 _HELD = "jobs INDEXED BY jobs_held WHERE claim_token IS NOT NULL"
 #: Held jobs whose lease ran out: processing ones, and cancelled ones never recorded.
-LAPSED = f"SELECT {CLAIMED.sql} FROM {_HELD} AND lease_expires_at < ?"
+#: Then who held each: the worker's id, and its host and pid while it is registered.
+LAPSED = (
+    f"SELECT {CLAIMED.sql}, worker_id,"
+    " (SELECT host FROM workers WHERE workers.id = jobs.worker_id),"
+    " (SELECT pid FROM workers WHERE workers.id = jobs.worker_id)"
+    f" FROM {_HELD} AND lease_expires_at < ?"
+)
 
 
 @cache

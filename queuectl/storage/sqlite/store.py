@@ -28,6 +28,7 @@ from queuectl.models import (
     UNSET,
     AttemptRecord,
     Claim,
+    Holder,
     Job,
     JobPage,
     JobState,
@@ -257,7 +258,12 @@ class SqliteStore:
         return released
 
     async def lapsed_claims(self) -> list[Claim]:
-        return [CLAIMED.claim(row) for row in await self._db.fetch(sql.LAPSED, (self.clock(),))]
+        lapsed = []
+        for row in await self._db.fetch(sql.LAPSED, (self.clock(),)):
+            token, worker, host, pid = CLAIMED.extra(row)
+            holder = Holder(worker=worker, host=host, pid=pid)
+            lapsed.append(Claim(job=CLAIMED.job(row), token=token, holder=holder))
+        return lapsed
 
     async def cancelled_claims(self, tokens: Sequence[str]) -> set[str]:
         if not tokens:
