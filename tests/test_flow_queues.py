@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -195,6 +196,33 @@ async def test_the_api_pauses_resumes_and_limits(store_target: str) -> None:
         listed = {info.name: info.to_dict() for info in await queue.list_queues()}
         assert listed["api"]["rate"] == "5/10s"  # the refused change changed nothing
         assert {name: info["paused"] for name, info in listed.items()} == {"api": False, "mail": True}
+
+
+async def test_a_rate_allows_its_count_per_window_then_the_next_once_the_window_has_passed(
+    store_target: str,
+) -> None:
+    # PostgreSQL counts starts per hundredth of the window, the oldest such bucket whole: the
+    # rate must hold, and the next start must not come much later than the window.
+    window = 1.0
+    async with await Queue.open(store_target) as queue:
+        await queue.enqueue_many([{"command": "true", "queue": "api"} for _ in range(10)])
+        await queue.limit_queue("api", rate=f"3/{window:g}s")
+
+        async def claim() -> list[Claim]:
+            return await queue.store.claim(worker_id="w", queues=None, limit=10, lease=60, flow=True)
+
+        assert len(await claim()) == 3
+        began = time.monotonic()
+        again = await claim()
+        if time.monotonic() - began < window / 2:  # else a stalled machine let the window pass
+            assert again == []
+        taken: list[Claim] = []
+        while not taken and time.monotonic() - began < DEADLINE:
+            taken = await claim()
+            await asyncio.sleep(0.01)
+        waited = time.monotonic() - began
+        assert len(taken) == 3
+        assert 0.9 * window <= waited < 3 * window
 
 
 # --- workers: pauses ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from queuectl.errors import StoreCorrupt, StoreUnavailable
-from queuectl.storage.postgres import history
+from queuectl.storage.postgres import flow_claim, history
 
 # --- the little of asyncpg we use, typed (asyncpg has no stubs) ---------------------------
 
@@ -243,165 +243,8 @@ _MIGRATIONS: tuple[str, ...] = (
     -- Recent starts of rate-limited queues' jobs, one row per claim.
     CREATE TABLE queue_starts (queue text NOT NULL, started_at timestamptz NOT NULL);
     CREATE INDEX queue_starts_queue ON queue_starts (queue, started_at);
-    -- The claim while some queue is paused or limited (``queues.py``), in one round trip. A
-    -- function, so that its statements take snapshots one after the other: the counts are read
-    -- only once the limited queues are locked, so they see every claim committed by the lock's
-    -- previous holder. The clock is read after the lock too: starts are recorded in order.
-    CREATE FUNCTION queuectl_flow_claim(
-        p_worker text, p_lease float8, p_wanted integer, p_prefix text, p_served text[]
-    ) RETURNS SETOF jobs LANGUAGE plpgsql
-    -- Its reads are all small index ranges (held jobs, a queue's recent starts, the claim
-    -- order's head); without statistics yet, the planner would scan whole tables instead. (Plans
-    -- so steered look costly: not worth compiling, which would take longer than running them.)
-    SET enable_seqscan = off SET jit = off
-    AS $flow$
-    DECLARE
-        moment timestamptz;
-        got integer;
-        want integer;
-        limited text[];
-        allowed bigint[];
-        blocked text[];
-        chosen text[] := '{}';
-        overflowed boolean;
-        k integer;
-        candidate record;
-    BEGIN
-        -- Transaction-scoped advisory locks, one per limited queue, in name order (no
-        -- deadlock); no row is written, so a claim that takes nothing writes nothing.
-        PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(q.name))
-        FROM (
-            SELECT name FROM queues
-            WHERE NOT paused AND (concurrency IS NOT NULL OR rate_count IS NOT NULL)
-                AND (p_served IS NULL OR name = ANY(p_served))
-            ORDER BY name
-        ) AS q;
-        moment := clock_timestamp();
-        -- The usual case, one statement: one walk of the claim order past the queues that can
-        -- take nothing, stopping at the number wanted, each limited queue capped at what it may
-        -- start (a queue within its limits costs the walk nothing more).
-        RETURN QUERY
-        WITH allowance AS (
-            SELECT q.name, q.rate_count IS NOT NULL AS rated, q.rate_seconds, least(
-                p_wanted::bigint,
-                q.concurrency - (SELECT count(*) FROM jobs AS h
-                                 WHERE h.claim_token IS NOT NULL AND h.queue = q.name),
-                q.rate_count - (SELECT count(*) FROM queue_starts AS s
-                                WHERE s.queue = q.name
-                                    AND s.started_at > moment - q.rate_seconds * interval '1 second')
-            ) AS n
-            FROM queues AS q
-            WHERE NOT q.paused AND (q.concurrency IS NOT NULL OR q.rate_count IS NOT NULL)
-                AND (p_served IS NULL OR q.name = ANY(p_served))
-        ), blocked AS (
-            SELECT name FROM queues WHERE paused
-            UNION ALL
-            SELECT name FROM allowance WHERE n <= 0
-        ), walk AS (
-            SELECT j.id, j.queue, j.priority, j.run_at, j.created_at, j.seq FROM jobs AS j
-            WHERE j.state IN ('pending', 'failed') AND j.waiting = 0 AND j.run_at <= now()
-                AND (p_served IS NULL OR j.queue = ANY(p_served))
-                AND j.queue NOT IN (SELECT name FROM blocked)
-            ORDER BY j.priority DESC, j.run_at, j.created_at, j.seq
-            LIMIT p_wanted
-            FOR UPDATE SKIP LOCKED
-        ), chosen AS (
-            SELECT w.id FROM (
-                SELECT walk.id, walk.queue, row_number() OVER (
-                    PARTITION BY walk.queue
-                    ORDER BY walk.priority DESC, walk.run_at, walk.created_at, walk.seq
-                ) AS nth
-                FROM walk
-            ) AS w LEFT JOIN allowance AS a ON a.name = w.queue
-            WHERE a.name IS NULL OR w.nth <= a.n
-        ), claimed AS (
-            UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = p_worker,
-                claim_token = p_prefix || gen_random_uuid()::text,
-                lease_expires_at = moment + p_lease * interval '1 second',
-                started_at = moment, updated_at = moment, progress = NULL
-            WHERE id IN (SELECT id FROM chosen)
-            RETURNING jobs.*
-        ), started AS (
-            INSERT INTO queue_starts (queue, started_at)
-            SELECT c.queue, moment FROM claimed AS c JOIN allowance AS a ON a.name = c.queue AND a.rated
-        ), trimmed AS (
-            -- Only the locked queues' old starts: another claim may be counting the others'.
-            DELETE FROM queue_starts AS s USING allowance AS a
-            WHERE a.rated AND s.queue = a.name
-                AND s.started_at <= moment - a.rate_seconds * interval '1 second'
-        )
-        SELECT * FROM claimed;
-        GET DIAGNOSTICS got = ROW_COUNT;
-        -- None (nothing due), or all wanted: done. Some: the walk may have handed a limited
-        -- queue more jobs than it could start; the others' come from further walks without it.
-        IF got = 0 OR got >= p_wanted THEN
-            RETURN;
-        END IF;
-        want := p_wanted - got;
-        SELECT coalesce(array_agg(f.name) FILTER (WHERE f.n IS NOT NULL), '{}'),
-            coalesce(array_agg(f.n) FILTER (WHERE f.n IS NOT NULL), '{}'),
-            coalesce(array_agg(f.name) FILTER (WHERE f.paused OR f.n <= 0), '{}')
-        INTO limited, allowed, blocked
-        FROM (
-            SELECT q.name, q.paused,
-                CASE WHEN NOT q.paused AND (q.concurrency IS NOT NULL OR q.rate_count IS NOT NULL)
-                        AND (p_served IS NULL OR q.name = ANY(p_served)) THEN least(
-                    want::bigint,
-                    q.concurrency - (SELECT count(*) FROM jobs AS h
-                                     WHERE h.claim_token IS NOT NULL AND h.queue = q.name),
-                    q.rate_count - (SELECT count(*) FROM queue_starts AS s
-                                    WHERE s.queue = q.name
-                                        AND s.started_at > moment - q.rate_seconds * interval '1 second'))
-                END AS n
-            FROM queues AS q
-            WHERE q.paused OR q.concurrency IS NOT NULL OR q.rate_count IS NOT NULL
-        ) AS f;
-        WHILE coalesce(array_length(chosen, 1), 0) < want LOOP
-            overflowed := false;
-            FOR candidate IN
-                SELECT j.id, j.queue FROM jobs AS j
-                WHERE j.state IN ('pending', 'failed') AND j.waiting = 0 AND j.run_at <= now()
-                    AND (p_served IS NULL OR j.queue = ANY(p_served))
-                    AND j.queue <> ALL(blocked) AND j.id <> ALL(chosen)
-                ORDER BY j.priority DESC, j.run_at, j.created_at, j.seq
-                LIMIT want - coalesce(array_length(chosen, 1), 0)
-                FOR UPDATE SKIP LOCKED
-            LOOP
-                k := array_position(limited, candidate.queue);
-                IF k IS NOT NULL AND allowed[k] <= 0 THEN
-                    overflowed := true;
-                    CONTINUE;
-                END IF;
-                chosen := chosen || candidate.id;
-                IF k IS NOT NULL THEN
-                    allowed[k] := allowed[k] - 1;
-                    IF allowed[k] = 0 THEN
-                        blocked := blocked || candidate.queue;
-                    END IF;
-                END IF;
-            END LOOP;
-            EXIT WHEN NOT overflowed;
-        END LOOP;
-        IF coalesce(array_length(chosen, 1), 0) = 0 THEN
-            RETURN;
-        END IF;
-        RETURN QUERY
-        WITH claimed AS (
-            UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = p_worker,
-                claim_token = p_prefix || gen_random_uuid()::text,
-                lease_expires_at = moment + p_lease * interval '1 second',
-                started_at = moment, updated_at = moment, progress = NULL
-            WHERE id = ANY(chosen)
-            RETURNING jobs.*
-        ), started AS (
-            INSERT INTO queue_starts (queue, started_at)
-            SELECT c.queue, moment FROM claimed AS c
-            WHERE c.queue IN (SELECT name FROM queues WHERE rate_count IS NOT NULL AND NOT paused)
-        )
-        SELECT * FROM claimed;
-    END
-    $flow$;
-    """,
+"""
+    + flow_claim.function(flow_claim.PER_START),
     # 6: flow control, schedules.
     """
     CREATE TABLE schedules (
@@ -435,6 +278,15 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (minute, state)
     );
     """,
+    # 9: a rate-limited queue's starts counted per bucket of its window, not one row per start
+    # (``flow_claim.py``): a claim reads at most 101 rows of them and writes one.
+    """
+    DROP INDEX queue_starts_queue;
+    DELETE FROM queue_starts;  -- a window's worth at most: the rate starts afresh once
+    ALTER TABLE queue_starts ADD COLUMN starts integer NOT NULL DEFAULT 1;
+    ALTER TABLE queue_starts ADD PRIMARY KEY (queue, started_at);
+    """
+    + flow_claim.function(flow_claim.PER_BUCKET, replace=True),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
