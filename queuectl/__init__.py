@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         UniqueKeyHeld,
         WorkerFailed,
     )
+    from queuectl.copying import copy_store
     from queuectl.follow import FollowEvent
     from queuectl.models import (
         AttemptOutcome,
@@ -89,6 +90,7 @@ __all__ = (
     "WorkerFailed",
     "WorkerInfo",
     "WorkerPool",
+    "copy_store",
     "open_store",
 )
 
@@ -136,6 +138,7 @@ _LAZY = {
     "WorkerPool": "queuectl.worker",
     "Mode": "queuectl.worker",
     "open_store": "queuectl.storage",
+    "copy_store": "queuectl.copying",
 }
 
 

@@ -58,6 +58,7 @@ LEAF_COMMANDS = [
     ["config", "get"],
     ["config", "set"],
     *(["queue", name] for name in ("list", "pause", "resume", "limit")),
+    ["store", "copy"],
     *(["schedule", name] for name in ("add", "list", "remove", "pause", "resume")),
 ]
 
@@ -71,7 +72,7 @@ def test_every_command_help_has_examples(command: list[str]) -> None:
     assert all(len(line) <= 80 for line in text.splitlines())
 
 
-@pytest.mark.parametrize("group", [[], ["dlq"], ["config"], ["queue"], ["schedule"]], ids=" ".join)
+@pytest.mark.parametrize("group", [[], ["dlq"], ["config"], ["queue"], ["schedule"], ["store"]], ids=" ".join)
 def test_command_lists_are_not_cut_at_80_columns(group: list[str]) -> None:
     text = ok(invoke(*group, "--help", env={"COLUMNS": "80"})).stdout
     commands = text.split("Commands:\n", 1)[1]

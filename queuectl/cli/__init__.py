@@ -46,6 +46,7 @@ _COMMANDS = {
     "schedule": ("queuectl.cli.schedules", "schedule"),
     "show": ("queuectl.cli.jobs", "show"),
     "status": ("queuectl.cli.jobs", "status"),
+    "store": ("queuectl.cli.store", "store"),
     "wait": ("queuectl.cli.waiting", "wait"),
     "worker": ("queuectl.cli.workers", "worker"),
 }

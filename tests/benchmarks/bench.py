@@ -34,6 +34,7 @@ from bench_common import (
     new_jobs,
     queuectl_argv,
 )
+from bench_copy import copy_figures
 from bench_dashboard import dashboard_figures
 from bench_flow_jobs import flow_job_figures
 from bench_flow_queues import limits_figures
@@ -119,6 +120,7 @@ FIGURES: dict[str, Callable[[Context], list[Row]]] = {
     "deps": flow_job_figures,
     "limits": limits_figures,
     "dashboard": dashboard_figures,
+    "copy": copy_figures,
 }
 POSTGRES_URL_ENV = "QUEUECTL_TEST_POSTGRES_URL"
 
