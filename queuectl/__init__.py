@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from queuectl.config import Settings
+    from queuectl.copying import copy_store
     from queuectl.errors import (
         AmbiguousId,
         DuplicateJob,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
         UniqueKeyHeld,
         WorkerFailed,
     )
-    from queuectl.copying import copy_store
     from queuectl.follow import FollowEvent
     from queuectl.models import (
         AttemptOutcome,

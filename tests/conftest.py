@@ -38,16 +38,6 @@ def with_search_path(url: str, schema: str) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``pytest -n N --dist loadgroup`` every test of the PostgreSQL server runs in one
-    process, one at a time: some restart the server or cut its connections, which must not
-    break another test's (tests of SQLite, Chromium or a private cluster run beside them)."""
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        if item.get_closest_marker("postgres") is not None or "postgres_target" in fixtures:
-            item.add_marker(pytest.mark.xdist_group("postgres"))
-
-
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     """In-process CLI tests run ``main()``, which configures logging as a process would: undo it."""

@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -69,23 +69,35 @@ def postgres_bindir() -> Path | None:
     return None
 
 
+def cluster_unavailable() -> str | None:
+    """Why a private PostgreSQL cluster cannot be made here (a skip reason), or None."""
+    if os.geteuid() != 0:
+        return "a private cluster needs root (initdb runs as postgres)"
+    if shutil.which("runuser") is None:
+        return "a private cluster needs runuser: apt-get install util-linux"
+    if importlib.util.find_spec("asyncpg") is None:
+        return "the store is PostgreSQL: pip install -e '.[postgres]'"
+    if postgres_bindir() is None:
+        return "a private cluster needs initdb and pg_ctl: apt-get install postgresql"
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "initdb must run as the postgres user, and there is none"
+    return None
+
+
 def unavailable() -> str | None:
     """Why hosts cannot be made on this machine (a skip reason), or None."""
     if os.uname().sysname != "Linux":
         return "network namespaces need Linux"
     if os.geteuid() != 0:
         return "making hosts needs root (ip netns, veth pairs, initdb as postgres)"
-    for program, package in (("ip", "iproute2"), ("unshare", "util-linux"), ("runuser", "util-linux")):
+    for program, package in (("ip", "iproute2"), ("unshare", "util-linux")):
         if shutil.which(program) is None:
             return f"making hosts needs {program}: apt-get install {package}"
-    if importlib.util.find_spec("asyncpg") is None:
-        return "the hosts' store is PostgreSQL: pip install -e '.[postgres]'"
-    if postgres_bindir() is None:
-        return "the hosts' own cluster needs initdb and pg_ctl: apt-get install postgresql"
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        return "initdb must run as the postgres user, and there is none"
+    reason = cluster_unavailable()
+    if reason is not None:
+        return reason
     probe = f"{PREFIX}probe{uuid.uuid4().hex[:6]}"
     made = sh("ip", "netns", "add", probe, check=False)
     if made.returncode != 0:
@@ -345,6 +357,24 @@ class Cluster:
             return await awaited if asyncio.iscoroutine(awaited) else awaited
         finally:
             await connection.close()
+
+
+@contextlib.contextmanager
+def loopback_cluster() -> Iterator[Cluster]:
+    """A private cluster on 127.0.0.1 (a port of its own), for a test that restarts its server:
+    the machine's own server, which other tests use meanwhile, is left alone."""
+    folder = Path(tempfile.mkdtemp(prefix="queuectl-cluster-"))
+    folder.chmod(0o755)  # the postgres user goes through it
+    cluster = None
+    try:
+        bindir = postgres_bindir()
+        assert bindir is not None  # ``cluster_unavailable`` said so
+        cluster = Cluster.create(folder, bindir, "127.0.0.1", "127.0.0.1/32")
+        yield cluster
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- all of it ---------------------------------------------------------------------------------------------

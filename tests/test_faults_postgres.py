@@ -3,8 +3,8 @@ that restarts while a worker drains the queue, a claim whose reply is lost on th
 
 The first four drive real ``queuectl worker start`` processes against the test server. The clock
 tests give a worker a wrong wall clock with libfaketime (``apt-get install faketime``) and skip,
-saying so, without it. The restart test restarts the local cluster (root, ``pg_ctlcluster``) and
-leaves it running.
+saying so, without it. The restart test restarts a cluster of its own on 127.0.0.1 (root, initdb
+as postgres: ``netns.loopback_cluster``), never the machine's server, which other tests use.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+import netns
 import pytest
 from helpers import DEADLINE, exit_code_within, lines, queuectl_env, run_queuectl, wait_until
 from test_postgres import Proxy, through
@@ -331,42 +332,23 @@ async def test_a_killed_listen_connection_falls_back_to_polling_and_listens_agai
 # --- a server restart --------------------------------------------------------------------------------
 
 
-def local_cluster(url: str) -> tuple[str, str]:
-    """(version, name) of the cluster on this machine that serves ``url``; skip if there is none."""
-    parts = urlsplit(url)
-    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or not shutil.which("pg_lsclusters"):
-        pytest.skip("restarting the server needs a local Debian cluster (pg_lsclusters, pg_ctlcluster)")
-    if os.geteuid() != 0:
-        pytest.skip("restarting the server needs root (pg_ctlcluster)")
-    listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True)
-    for line in listed.stdout.splitlines():
-        version, name, port, *_ = line.split()
-        if int(port) == (parts.port or 5432):
-            return version, name
-    pytest.skip(f"no local cluster listens on port {parts.port or 5432}")
-
-
-def server_is_up(url: str) -> bool:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", str(parts.port or 5432)
-    return subprocess.run(["pg_isready", "-q", "-h", host, "-p", port], check=False).returncode == 0
-
-
 @pytest.fixture
-def cluster(postgres_target: str) -> Iterator[tuple[str, str]]:
-    """The local test cluster, left running whatever the test does to it."""
-    version, name = local_cluster(admin_url())
-    yield version, name
-    if not server_is_up(admin_url()):
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start"], check=False)
-        wait_until(lambda: server_is_up(admin_url()), what="the server to be back")
+def private_cluster() -> Iterator[netns.Cluster]:
+    """A PostgreSQL cluster of the test's own on 127.0.0.1: restarting the machine's server
+    would break the tests that use it meanwhile (the suite runs in two processes)."""
+    reason = netns.cluster_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with netns.loopback_cluster() as cluster:
+        yield cluster
 
 
 @pytest.mark.slow
 def test_a_server_restart_mid_run_loses_nothing(
-    postgres_target: str, cluster: tuple[str, str], tmp_path: Path, workers: list[subprocess.Popen[str]]
+    private_cluster: netns.Cluster, tmp_path: Path, workers: list[subprocess.Popen[str]]
 ) -> None:
-    configure(postgres_target, poll_interval="0.2")
+    target = private_cluster.create_database()
+    configure(target, poll_interval="0.2")
     runs, long_started = tmp_path / "runs", tmp_path / "long-started"
     record = f'echo "$QUEUECTL_JOB_ID" >> {runs}'
     long_job: dict[str, Any] = {
@@ -375,21 +357,13 @@ def test_a_server_restart_mid_run_loses_nothing(
         "priority": 9,
     }
     short_jobs = [{"id": f"short-{n}", "command": f"sleep 0.1; {record}"} for n in range(200)]
-    enqueue_all(postgres_target, [long_job, *short_jobs])
+    enqueue_all(target, [long_job, *short_jobs])
     log = tmp_path / "worker.log"
-    drainer = worker(postgres_target, "--count", "4", "--drain", log=log)
+    drainer = worker(target, "--count", "4", "--drain", log=log)
     workers.append(drainer)
     wait_until(lambda: long_started.exists() and len(lines(runs)) >= 20, what="the run to be under way")
 
-    version, name = cluster
-    restart = subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart"],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
-    assert restart.returncode == 0, restart.stderr
+    private_cluster.restart()
     runs_at_restart = lines(runs)
     assert len(runs_at_restart) < len(short_jobs) and "long" not in runs_at_restart, "restarted too late"
     assert drainer.poll() is None, "the worker died with the server"
@@ -397,7 +371,7 @@ def test_a_server_restart_mid_run_loses_nothing(
     assert exit_code_within(drainer) == 0
     counts = run_counts(runs)
     assert counts == Counter({job["id"]: 1 for job in [long_job, *short_jobs]})
-    jobs = all_jobs(postgres_target)
+    jobs = all_jobs(target)
     assert Counter(job["state"] for job in jobs) == {"completed": len(short_jobs) + 1}
     assert_clean_log(log)
     assert "PostgreSQL" in log.read_text()  # it said what happened, in one line per event
