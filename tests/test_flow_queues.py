@@ -225,6 +225,30 @@ async def test_a_rate_allows_its_count_per_window_then_the_next_once_the_window_
         assert 0.9 * window <= waited < 3 * window
 
 
+async def test_a_claim_of_one_job_passes_over_paused_and_full_queues(store_target: str) -> None:
+    # One job wanted is what a worker asks for as a slot frees: PostgreSQL answers it with a
+    # statement of its own, which must skip the same queues as the general one.
+    async with await Queue.open(store_target) as queue:
+        await queue.enqueue_many(
+            [{"command": "true", "queue": name, "priority": 9} for name in ("held", "busy", "spent")]
+            + [{"command": "true", "queue": name, "priority": 9} for name in ("busy", "spent")]
+            + [{"command": "true", "queue": "open", "priority": 0}]
+        )
+        await queue.pause_queue("held")
+        await queue.limit_queue("busy", concurrency=1)
+        await queue.limit_queue("spent", rate="1/1h")
+
+        async def claim_one() -> list[str]:
+            claims = await queue.store.claim(worker_id="w", queues=None, limit=1, lease=60, flow=True)
+            return [claim.job.queue for claim in claims]
+
+        # The first claims fill "busy" and spend "spent"'s rate, best first; then only "open" is left.
+        taken = [*await claim_one(), *await claim_one()]
+        assert sorted(taken) == ["busy", "spent"]
+        assert await claim_one() == ["open"]
+        assert await claim_one() == []
+
+
 # --- workers: pauses ----------------------------------------------------------------------------
 
 

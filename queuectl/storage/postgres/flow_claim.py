@@ -2,7 +2,8 @@
 
 Written once, as a template, for the two ways a rate-limited queue's recent starts have been
 kept: one row per start (migration 5), then one row per bucket of a hundredth of the queue's
-window with the number of starts in it (migration 9). Counting a window then reads at most 101
+window with the number of starts in it (migration 9, which also adds a shorter statement for
+the common claim of one job). Counting a window then reads at most 101
 rows however fast the queue runs, and a claim adds to a row instead of inserting one and
 deleting another. The oldest bucket of a window may begin before it and is counted whole:
 the count errs high, so the rate holds, at the cost of a start up to a hundredth of the window
@@ -21,6 +22,7 @@ class Starts(NamedTuple):
     lookback: str  # how much further back than the window rows may start: a factor, or ""
     record_first: str  # the CTE body that records the first walk's starts
     record_again: str  # the same for the later walks' starts
+    fast_path: str = ""  # statements run first: a shorter way to the common case
 
 
 PER_START = Starts(
@@ -44,20 +46,67 @@ _ADD_UP = (
     " DO UPDATE SET starts = queue_starts.starts + excluded.starts"
 )
 
-PER_BUCKET = Starts(
-    counted="coalesce(sum(s.starts), 0)",
-    lookback="1.01 * ",
-    record_first=f"""            INSERT INTO queue_starts (queue, started_at, starts)
+#: One job wanted (a worker's slot came free): any due job of a queue that can start one more
+#: will do, so the walk needs no per-queue cap: no window, sort or join, two index probes a row.
+_ONE_WANTED = """        IF p_wanted = 1 THEN
+            RETURN QUERY
+            WITH allowance AS MATERIALIZED (
+                SELECT q.name, q.rate_count IS NOT NULL AS rated, q.rate_seconds, least(
+                    q.concurrency - (SELECT count(*) FROM jobs AS h
+                                     WHERE h.claim_token IS NOT NULL AND h.queue = q.name),
+                    q.rate_count - (SELECT coalesce(sum(s.starts), 0) FROM queue_starts AS s
+                                    WHERE s.queue = q.name
+                                        AND s.started_at
+                                            > moment - 1.01 * q.rate_seconds * interval '1 second')
+                ) AS n
+                FROM queues AS q
+                WHERE NOT q.paused AND (q.concurrency IS NOT NULL OR q.rate_count IS NOT NULL)
+                    AND (p_served IS NULL OR q.name = ANY(p_served))
+            ), claimed AS (
+                UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = p_worker,
+                    claim_token = p_prefix || gen_random_uuid()::text,
+                    lease_expires_at = moment + p_lease * interval '1 second',
+                    started_at = moment, updated_at = moment, progress = NULL
+                WHERE id = (
+                    SELECT j.id FROM jobs AS j
+                    WHERE j.state IN ('pending', 'failed') AND j.waiting = 0 AND j.run_at <= now()
+                        AND (p_served IS NULL OR j.queue = ANY(p_served))
+                        AND NOT EXISTS (SELECT FROM queues AS p WHERE p.name = j.queue AND p.paused)
+                        AND NOT EXISTS (SELECT FROM allowance AS a WHERE a.name = j.queue AND a.n <= 0)
+                    ORDER BY j.priority DESC, j.run_at, j.created_at, j.seq
+                    LIMIT 1
+                    FOR UPDATE SKIP LOCKED
+                )
+                RETURNING jobs.*
+            ), started AS (
+{record_first}            ), trimmed AS (
+                DELETE FROM queue_starts AS s USING allowance AS a
+                WHERE a.rated AND s.queue = a.name
+                    AND s.started_at <= moment - 1.01 * a.rate_seconds * interval '1 second'
+            )
+            SELECT * FROM claimed;
+            RETURN;
+        END IF;
+"""
+
+
+_RECORD_BUCKETS = f"""            INSERT INTO queue_starts (queue, started_at, starts)
             SELECT c.queue, {_BUCKET.format(q="a")}, count(*)
             FROM claimed AS c JOIN allowance AS a ON a.name = c.queue AND a.rated
             {_ADD_UP}
-""",
+"""
+
+PER_BUCKET = Starts(
+    counted="coalesce(sum(s.starts), 0)",
+    lookback="1.01 * ",
+    record_first=_RECORD_BUCKETS,
     record_again=f"""            INSERT INTO queue_starts (queue, started_at, starts)
             SELECT c.queue, {_BUCKET.format(q="q")}, count(*)
             FROM claimed AS c
                 JOIN queues AS q ON q.name = c.queue AND q.rate_count IS NOT NULL AND NOT q.paused
             {_ADD_UP}
 """,
+    fast_path=_ONE_WANTED.format(record_first=_RECORD_BUCKETS),
 )
 
 
@@ -100,7 +149,7 @@ _TEMPLATE = """    -- The claim while some queue is paused or limited (``queues.
             ORDER BY name
         ) AS q;
         moment := clock_timestamp();
-        -- The usual case, one statement: one walk of the claim order past the queues that can
+{fast_path}        -- The usual case, one statement: one walk of the claim order past the queues that can
         -- take nothing, stopping at the number wanted, each limited queue capped at what it may
         -- start (a queue within its limits costs the walk nothing more).
         RETURN QUERY
