@@ -163,10 +163,12 @@ def _run_pool(
         if not signals.attach(asyncio.get_running_loop(), asyncio.current_task()):
             return
         use_fast_child_watcher()
+        opening = asyncio.ensure_future(Queue.open(target))
         try:
-            queue = await Queue.open(target)
+            queue = await asyncio.shield(opening)
         except asyncio.CancelledError:
             if signals.interrupted:
+                await _abandon(opening)
                 return
             raise
         async with queue:
@@ -187,6 +189,23 @@ def _run_pool(
                         await server
 
     asyncio.run(run())
+
+
+#: How long an interrupted start-up waits for the store it was opening (see ``_abandon``).
+_OPEN_GRACE = 5.0
+
+
+async def _abandon(opening: asyncio.Future[Queue]) -> None:
+    """Close the store that ``opening`` opens, once it has: cancelled half-way, the SQLite store's
+    threads would go on and report to an event loop that is gone (a traceback as the process
+    exits). Opening takes milliseconds; a store that takes longer is left to the exit."""
+    import asyncio
+
+    try:
+        queue = await asyncio.wait_for(asyncio.shield(opening), _OPEN_GRACE)
+    except (asyncio.CancelledError, Exception):  # another signal, too slow, or it failed: nothing open
+        return
+    await queue.aclose()
 
 
 class _Listen(NamedTuple):
