@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,35 @@ async def test_a_store_from_a_newer_queuectl_is_refused_untouched(tmp_path: Path
     with pytest.raises(StoreCorrupt, match="999"):
         await open_store(str(path))
     assert path.read_bytes() == before
+
+
+async def test_recent_starts_of_a_rate_limited_queue_still_count_once_kept_per_bucket(tmp_path: Path) -> None:
+    # Migration 9 keeps a rated queue's starts per hundredth of its window: the starts recorded
+    # one row each before it must still spend the queue's rate afterwards.
+    path = tmp_path / "queue.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("CREATE TABLE queuectl_schema (version INTEGER NOT NULL)")
+    connection.execute("INSERT INTO queuectl_schema (version) VALUES (8)")
+    for script in sqlite_schema.MIGRATIONS[:8]:
+        for statement in sqlite_schema.statements(script):
+            connection.execute(statement)
+    now = time.time()
+    connection.execute("INSERT INTO queues (name, rate_count, rate_seconds) VALUES ('api', 2, 3600)")
+    connection.executemany(
+        "INSERT INTO queue_starts (queue, started_at) VALUES (?, ?)",
+        [("api", now - 600), ("api", now - 60), ("api", now - 7200)],  # the last one is out of the window
+    )
+    connection.close()
+    store = await open_store(str(path))
+    try:
+        await store.add_jobs([new("limited", queue="api"), new("free", queue="other")])
+        claims = await store.claim(worker_id="w", queues=None, limit=2, lease=30, flow=True)
+        assert [claim.job.id for claim in claims] == ["free"]
+    finally:
+        await store.close()
+    connection = sqlite3.connect(path)
+    assert connection.execute(
+        "SELECT sum(starts) FROM queue_starts WHERE started_at > ?", (now - 3700,)
+    ).fetchone() == (2,)
+    connection.close()

@@ -13,13 +13,15 @@ Settings are what users hand over: written on the durable connection, in one tra
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from queuectl.models import UNSET, Unset
+from queuectl.models import SUMMARY_FIELDS, UNSET, Unset
 from queuectl.queues import QueueInfo, QueueSettings, Rate, queue_infos, settings_from_row
 from queuectl.storage.sqlite import sql
 from queuectl.storage.sqlite.connection import Database
@@ -48,9 +50,49 @@ _DROP_EMPTY = (
 #: A limited queue's jobs that hold a claim (``jobs_held``: only held jobs are read). A
 #: cancelled job still held counts: its command runs until its worker has stopped it.
 _HELD = "SELECT count(*) FROM jobs INDEXED BY jobs_held WHERE claim_token IS NOT NULL AND queue = ?"
-_STARTED = "SELECT count(*) FROM queue_starts WHERE queue = ? AND started_at > ?"
-_TRIM_STARTS = "DELETE FROM queue_starts WHERE queue = ? AND started_at <= ?"
-_RECORD_START = "INSERT INTO queue_starts (queue, started_at) VALUES (?, ?)"
+#: A rate-limited queue's starts are kept per bucket, a hundredth of its window (migration 9):
+#: a window's count sums at most 101 rows however fast the queue runs. The oldest bucket may
+#: begin before the window and is counted whole: the count errs high, so the rate holds, at the
+#: cost of a start up to a hundredth of the window later than strictly allowed.
+BUCKETS_PER_WINDOW = 100
+_LOOKBACK = 1 + 1 / BUCKETS_PER_WINDOW  # the window and its oldest bucket's start
+_STARTED = "SELECT coalesce(sum(starts), 0) FROM queue_starts WHERE queue = ? AND started_at > ?"
+#: ``?3`` starts of queue ``?2`` at ``?1``, added to its bucket if it is rate-limited.
+_RECORD_STARTS = (
+    "INSERT INTO queue_starts (queue, started_at, starts)"
+    f" SELECT name, CAST(?1 / (rate_seconds / {BUCKETS_PER_WINDOW}) AS INTEGER)"
+    f" * (rate_seconds / {BUCKETS_PER_WINDOW}), ?3 FROM queues WHERE name = ?2 AND rate_count IS NOT NULL"
+    " ON CONFLICT (queue, started_at) DO UPDATE SET starts = starts + excluded.starts"
+)
+#: The buckets of queue ``?2`` that the window at ``?1`` no longer reaches.
+_TRIM_STARTS = (
+    "DELETE FROM queue_starts WHERE queue = ?2"
+    f" AND started_at <= ?1 - {_LOOKBACK!r} * (SELECT rate_seconds FROM queues WHERE name = ?2)"
+)
+
+
+#: Where a claimed row (``CLAIMED``) has the job's queue.
+_QUEUE_COLUMN = SUMMARY_FIELDS.index("queue")
+
+
+@cache
+def _claim_one(queue_count: int) -> str:
+    """A claim of one job (a worker's slot came free), within every queue's settings, in one
+    statement: any due job of a queue that is not paused and can start one more will do, so
+    the walk needs no allowance per queue. Parameters: worker, lease end, now x3, the queues.
+    """
+    return sql.CLAIM_SET + (
+        " WHERE seq = (SELECT seq FROM jobs INDEXED BY jobs_due WHERE state IN ('pending', 'failed')"
+        f" AND waiting = 0 AND run_at <= ?5{sql.queue_filter(queue_count)} AND queue NOT IN ("
+        "SELECT name FROM queues AS q WHERE q.paused OR q.concurrency <= ("
+        "SELECT count(*) FROM jobs AS h INDEXED BY jobs_held"
+        " WHERE h.claim_token IS NOT NULL AND h.queue = q.name)"
+        " OR q.rate_count <= (SELECT coalesce(sum(s.starts), 0) FROM queue_starts AS s"
+        f" WHERE s.queue = q.name AND s.started_at > ?5 - {_LOOKBACK!r} * q.rate_seconds))"
+        f" ORDER BY priority DESC, run_at, created_at, seq LIMIT 1) RETURNING {CLAIMED.sql}"
+    )
+
+
 _DUE = (
     "SELECT seq, queue, priority, run_at, created_at FROM jobs INDEXED BY jobs_due"
     " WHERE state IN ('pending', 'failed') AND waiting = 0 AND run_at <= ?"
@@ -76,6 +118,13 @@ def flow_claim(
 
     def work(connection: sqlite3.Connection) -> Rows:
         now = clock()  # inside the transaction: after every start committed before it
+        if limit == 1:
+            one = connection.execute(
+                _claim_one(len(queues or ())), (worker_id, now + lease, now, now, now, *(queues or ()))
+            ).fetchall()
+            if one:
+                _record_starts(connection, Counter(row[_QUEUE_COLUMN] for row in one), now)
+            return one
         flow = [settings_from_row(*row) for row in connection.execute(_WITH_SETTINGS)]
         allowances = {
             item.name: _allowance(connection, item, limit, now)
@@ -89,15 +138,20 @@ def flow_claim(
             f"{sql.CLAIM_SET} WHERE seq IN ({_names(len(chosen))}) RETURNING {CLAIMED.sql}",
             (worker_id, now + lease, now, now, *(row[0] for row in chosen)),
         ).fetchall()
-        rated = {item.name: item.rate for item in flow if item.rate is not None}
-        starts = [(row[1], now) for row in chosen if row[1] in rated]
-        if starts:
-            connection.executemany(_RECORD_START, starts)
-            for name in {queue for queue, _ in starts}:
-                connection.execute(_TRIM_STARTS, (name, now - rated[name].seconds))
+        rated = {item.name for item in flow if item.rate is not None}
+        if rated:
+            _record_starts(connection, Counter(row[1] for row in chosen if row[1] in rated), now)
         return claimed
 
     return work
+
+
+def _record_starts(connection: sqlite3.Connection, started: Counter[str], now: float) -> None:
+    """Add ``started`` (jobs per queue) to the rate-limited ones' buckets of ``now``; drop the
+    buckets their windows no longer reach."""
+    for name, count in started.items():
+        if connection.execute(_RECORD_STARTS, (now, name, count)).rowcount:
+            connection.execute(_TRIM_STARTS, (now, name))
 
 
 def _choose(
@@ -149,7 +203,7 @@ def _allowance(connection: sqlite3.Connection, item: QueueSettings, limit: int, 
         (held,) = connection.execute(_HELD, (item.name,)).fetchone()
         allowed = min(allowed, item.concurrency - held)
     if item.rate is not None:
-        (started,) = connection.execute(_STARTED, (item.name, now - item.rate.seconds)).fetchone()
+        (started,) = connection.execute(_STARTED, (item.name, now - _LOOKBACK * item.rate.seconds)).fetchone()
         allowed = min(allowed, item.rate.count - started)
     return allowed
 

@@ -279,6 +279,22 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX jobs_waiting_run_at;
     CREATE INDEX jobs_queue_due ON jobs (queue, run_at) WHERE state IN ('pending', 'failed') AND waiting = 0;
     """,
+    # 9: a rate-limited queue's starts counted per hundredth of its window (as PostgreSQL's 9):
+    # a claim sums at most 101 rows and adds to one, however fast the queue runs.
+    """
+    CREATE TABLE queue_buckets (
+        queue TEXT NOT NULL,
+        started_at REAL NOT NULL,  -- the bucket's start: a multiple of rate_seconds / 100
+        starts INTEGER NOT NULL,
+        PRIMARY KEY (queue, started_at)
+    ) WITHOUT ROWID;
+    INSERT INTO queue_buckets (queue, started_at, starts)
+    SELECT s.queue, CAST(s.started_at / (q.rate_seconds / 100) AS INTEGER) * (q.rate_seconds / 100), count(*)
+    FROM queue_starts AS s JOIN queues AS q ON q.name = s.queue AND q.rate_seconds IS NOT NULL
+    GROUP BY 1, 2;
+    DROP TABLE queue_starts;
+    ALTER TABLE queue_buckets RENAME TO queue_starts;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
