@@ -14,6 +14,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+#: Transaction-scoped advisory locks, one per limited queue, in name order (no deadlock); no
+#: row is written, so a claim that takes nothing writes nothing.
+_LOCK = """        PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(q.name))
+        FROM (
+            SELECT name FROM queues
+            WHERE NOT paused AND (concurrency IS NOT NULL OR rate_count IS NOT NULL)
+                AND (p_served IS NULL OR name = ANY(p_served))
+            ORDER BY name
+        ) AS q;"""
+
 
 class Starts(NamedTuple):
     """How the function counts and records a queue's starts (SQL fragments)."""
@@ -23,6 +33,9 @@ class Starts(NamedTuple):
     record_first: str  # the CTE body that records the first walk's starts
     record_again: str  # the same for the later walks' starts
     fast_path: str = ""  # statements run first: a shorter way to the common case
+    lock: str = _LOCK  # the statement that takes the limited queues' locks
+    declare: str = ""  # variables the fast path needs
+    planner: str = ""  # planner settings more than the template's own (each ends with a space)
 
 
 PER_START = Starts(
@@ -89,6 +102,74 @@ _ONE_WANTED = """        IF p_wanted = 1 THEN
         END IF;
 """
 
+#: ``_LOCK``, which also tells whether any queue locked has a rate limit (``rated``).
+_LOCK_TELLING_RATED = """        SELECT coalesce(bool_or(locked.rated), false) INTO rated FROM (
+            SELECT q.rated, pg_advisory_xact_lock(hashtext(current_schema()), hashtext(q.name))
+            FROM (
+                SELECT name, rate_count IS NOT NULL AS rated FROM queues
+                WHERE NOT paused AND (concurrency IS NOT NULL OR rate_count IS NOT NULL)
+                    AND (p_served IS NULL OR name = ANY(p_served))
+                ORDER BY name
+            ) AS q
+        ) AS locked;"""
+
+#: A queue whose jobs cannot start now: ``q`` paused, or at its concurrency limit...
+_FULL = """q.paused OR q.concurrency <= (
+                    SELECT count(*) FROM jobs AS h WHERE h.claim_token IS NOT NULL AND h.queue = q.name)"""
+#: ... or with its rate spent.
+_SPENT = """ OR q.rate_count <= (
+                    SELECT coalesce(sum(s.starts), 0) FROM queue_starts AS s
+                    WHERE s.queue = q.name
+                        AND s.started_at > moment - 1.01 * q.rate_seconds * interval '1 second')"""
+
+
+def _claim_one(blocked: str) -> str:
+    """The claim of the first due job of a queue that is not ``blocked`` (a condition on ``q``).
+
+    The blocked queues are found once, before the walk (a hashed list), however many rows of
+    theirs it passes."""
+    return f"""
+            UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = p_worker,
+                claim_token = p_prefix || gen_random_uuid()::text,
+                lease_expires_at = moment + p_lease * interval '1 second',
+                started_at = moment, updated_at = moment, progress = NULL
+            WHERE id = (
+                SELECT j.id FROM jobs AS j
+                WHERE j.state IN ('pending', 'failed') AND j.waiting = 0 AND j.run_at <= now()
+                    AND (p_served IS NULL OR j.queue = ANY(p_served))
+                    AND j.queue NOT IN (SELECT q.name FROM queues AS q WHERE {blocked})
+                ORDER BY j.priority DESC, j.run_at, j.created_at, j.seq
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING jobs.*"""
+
+
+#: One job wanted, leaner (migration 10): one plain statement while no queue has a rate
+#: limit; with one, the start is recorded (and the queue's old buckets dropped) only for the
+#: queue of the job claimed.
+_ONE_WANTED_LEAN = f"""        IF p_wanted = 1 AND NOT rated THEN
+            RETURN QUERY{_claim_one(_FULL)};
+            RETURN;
+        END IF;
+        IF p_wanted = 1 THEN
+            RETURN QUERY
+            WITH claimed AS ({_claim_one(_FULL + _SPENT)}
+            ), started AS (
+                INSERT INTO queue_starts (queue, started_at, starts)
+                SELECT c.queue, {_BUCKET.format(q="q")}, 1
+                FROM claimed AS c JOIN queues AS q ON q.name = c.queue AND q.rate_count IS NOT NULL
+                ON CONFLICT (queue, started_at) DO UPDATE SET starts = queue_starts.starts + excluded.starts
+            ), trimmed AS (
+                DELETE FROM queue_starts AS s USING claimed AS c JOIN queues AS q ON q.name = c.queue
+                WHERE s.queue = c.queue
+                    AND s.started_at <= moment - 1.01 * q.rate_seconds * interval '1 second'
+            )
+            SELECT * FROM claimed;
+            RETURN;
+        END IF;
+"""
+
 
 _RECORD_BUCKETS = f"""            INSERT INTO queue_starts (queue, started_at, starts)
             SELECT c.queue, {_BUCKET.format(q="a")}, count(*)
@@ -108,6 +189,15 @@ PER_BUCKET = Starts(
 """,
     fast_path=_ONE_WANTED.format(record_first=_RECORD_BUCKETS),
 )
+#: Migration 10: the one-job claim as one plain statement per case (``_ONE_WANTED_LEAN``).
+PER_BUCKET_LEAN = PER_BUCKET._replace(
+    fast_path=_ONE_WANTED_LEAN,
+    lock=_LOCK_TELLING_RATED,
+    declare="\n        rated boolean;  -- whether a locked queue has a rate limit",
+    # A full queue's held jobs are counted by an index scan, which marks the entries of
+    # jobs no longer held as dead as it passes them: a bitmap scan would read them all again.
+    planner="SET enable_bitmapscan = off ",
+)
 
 
 def function(starts: Starts, *, replace: bool = False) -> str:
@@ -125,7 +215,7 @@ _TEMPLATE = """    -- The claim while some queue is paused or limited (``queues.
     -- Its reads are all small index ranges (held jobs, a queue's recent starts, the claim
     -- order's head); without statistics yet, the planner would scan whole tables instead. (Plans
     -- so steered look costly: not worth compiling, which would take longer than running them.)
-    SET enable_seqscan = off SET jit = off
+    SET enable_seqscan = off {planner}SET jit = off
     AS $flow$
     DECLARE
         moment timestamptz;
@@ -137,17 +227,11 @@ _TEMPLATE = """    -- The claim while some queue is paused or limited (``queues.
         chosen text[] := '{{}}';
         overflowed boolean;
         k integer;
-        candidate record;
+        candidate record;{declare}
     BEGIN
         -- Transaction-scoped advisory locks, one per limited queue, in name order (no
         -- deadlock); no row is written, so a claim that takes nothing writes nothing.
-        PERFORM pg_advisory_xact_lock(hashtext(current_schema()), hashtext(q.name))
-        FROM (
-            SELECT name FROM queues
-            WHERE NOT paused AND (concurrency IS NOT NULL OR rate_count IS NOT NULL)
-                AND (p_served IS NULL OR name = ANY(p_served))
-            ORDER BY name
-        ) AS q;
+{lock}
         moment := clock_timestamp();
 {fast_path}        -- The usual case, one statement: one walk of the claim order past the queues that can
         -- take nothing, stopping at the number wanted, each limited queue capped at what it may
