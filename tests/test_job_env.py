@@ -214,6 +214,18 @@ async def test_a_worker_runs_the_command_in_its_cwd_with_its_env(store_target: s
     assert done.stdout.decode().splitlines() == [str(here), "prod|hello world|grüße ✓"]
 
 
+async def test_a_jobs_env_never_hides_the_workers_variables(store_target: str) -> None:
+    command = 'printf "%s|%s|%s" "$QUEUECTL_JOB_ID" "$QUEUECTL_CLAIM_TOKEN" "$OWN"'
+    env = {"QUEUECTL_JOB_ID": "fake", "QUEUECTL_CLAIM_TOKEN": "fake", "OWN": "kept"}
+    async with await Queue.open(store_target) as queue:
+        job = await queue.enqueue(command=command, env=env, queue="hide-q", max_retries=0)
+        await queue.pool(count=1, queues=["hide-q"], mode="burst").run()
+        done = await queue.get(job.id)
+    job_id, token, own = done.stdout.decode().split("|")
+    assert (job_id, own) == (job.id, "kept")
+    assert token not in ("", "fake")
+
+
 async def test_a_cwd_missing_when_the_job_runs_is_a_failure(store_target: str, tmp_path: Path) -> None:
     async with await Queue.open(store_target) as queue:
         job = await queue.enqueue(command="true", cwd=str(tmp_path / "gone"), queue="gone-q", max_retries=0)

@@ -225,6 +225,34 @@ async def test_env_adds_to_the_inherited_environment() -> None:
     assert result.stdout == f"x:{os.environ['PATH']}\n".encode()
 
 
+async def test_exports_reach_the_command_as_given_over_env() -> None:
+    tricky = 'it\'s a "quoted" $HOME `x` \\ line\nnext caf\u00e9 '
+    result = await run_command(
+        'printf "%s|%s|%s" "$QUEUECTL_T1" "$QUEUECTL_T2" "$QUEUECTL_T3"',
+        timeout=None,
+        env={"QUEUECTL_T2": "from env", "QUEUECTL_T3": "env only"},
+        exports={"QUEUECTL_T1": tricky, "QUEUECTL_T2": ""},
+    )
+    assert result.stdout == f"{tricky}||env only".encode()
+
+
+async def test_exports_leave_the_shells_messages_as_they_were() -> None:
+    # The exports go on the command's first line: errors still name the command's own lines.
+    command = "true\nno_such_command_queuectl_test"
+    plain = await run_command(command, timeout=None)
+    exported = await run_command(command, timeout=None, exports={"QUEUECTL_T": "x"})
+    assert plain.stderr and exported.stderr == plain.stderr
+    assert exported.exit_code == plain.exit_code == 127
+
+
+async def test_a_command_too_long_to_carry_its_exports_gets_them_through_the_environment() -> None:
+    # 128 KiB is the most Linux passes as one argument: this command just fits, its exports not.
+    tail = '; printf %s "$QUEUECTL_T"'
+    command = ": " + "x" * (128 * 1024 - 1 - 2 - len(tail)) + tail
+    result = await run_command(command, timeout=None, exports={"QUEUECTL_T": "long"})
+    assert (result.error, result.stdout) == (None, b"long")
+
+
 async def test_on_start_gets_the_pid() -> None:
     pids: list[int] = []
     result = await run_command("true", timeout=None, on_start=pids.append)

@@ -126,12 +126,11 @@ class Attempts:
         running.started = (self._clock or time.time)()
         if logger.isEnabledFor(logging.INFO):
             logger.info("start %s (attempt %d): %s", job.id, job.attempts, OneLine(job.command))
-        env = {"QUEUECTL_JOB_ID": job.id, "QUEUECTL_CLAIM_TOKEN": claim.token}
+        # Exported by the shell after the job's own ``env``, which never hides them.
+        exports = {"QUEUECTL_JOB_ID": job.id, "QUEUECTL_CLAIM_TOKEN": claim.token}
         progress = None
         if self.progress_dir is not None:
-            progress = env[PROGRESS_ENV] = f"{self.progress_dir}/{claim.token}"
-        if job.env:
-            env = {**job.env, **env}  # the job's own variables never hide the worker's
+            progress = exports[PROGRESS_ENV] = f"{self.progress_dir}/{claim.token}"
         live = LiveOutput(
             self._store,
             running,
@@ -151,8 +150,9 @@ class Attempts:
                     on_start=running.spawned if _ON_SPAWN is None else _on_start(running),
                     on_output=live.received,
                     stop=running.stop,
-                    env=env,
+                    env=job.env or None,
                     base_env=self.base_env,
+                    exports=exports,
                     cwd=job.cwd,
                     clock=self._clock,
                 )
