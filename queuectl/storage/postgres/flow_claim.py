@@ -8,6 +8,10 @@ rows however fast the queue runs, and a claim adds to a row instead of inserting
 deleting another. The oldest bucket of a window may begin before it and is counted whole:
 the count errs high, so the rate holds, at the cost of a start up to a hundredth of the window
 later than strictly allowed.
+
+Migration 10 makes the claim of one job leaner still (``PER_BUCKET_LEAN``): the server sets up
+every node of a statement's plan each time it runs it, so the fewer nodes the better. While no
+queue it locks has a rate, that claim is one plain UPDATE, as the plain claim is.
 """
 
 from __future__ import annotations
@@ -59,6 +63,17 @@ _ADD_UP = (
     " DO UPDATE SET starts = queue_starts.starts + excluded.starts"
 )
 
+
+def _claiming(indent: str) -> str:
+    """A claim's ``UPDATE ... SET``, its lines after the first indented by ``indent``; a newline ends it."""
+    return (
+        "UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = p_worker,\n"
+        f"{indent}    claim_token = p_prefix || gen_random_uuid()::text,\n"
+        f"{indent}    lease_expires_at = moment + p_lease * interval '1 second',\n"
+        f"{indent}    started_at = moment, updated_at = moment, progress = NULL\n"
+    )
+
+
 #: One job wanted (a worker's slot came free): any due job of a queue that can start one more
 #: will do, so the walk needs no per-queue cap: no window, sort or join, two index probes a row.
 _ONE_WANTED = """        IF p_wanted = 1 THEN
@@ -76,11 +91,7 @@ _ONE_WANTED = """        IF p_wanted = 1 THEN
                 WHERE NOT q.paused AND (q.concurrency IS NOT NULL OR q.rate_count IS NOT NULL)
                     AND (p_served IS NULL OR q.name = ANY(p_served))
             ), claimed AS (
-                UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = p_worker,
-                    claim_token = p_prefix || gen_random_uuid()::text,
-                    lease_expires_at = moment + p_lease * interval '1 second',
-                    started_at = moment, updated_at = moment, progress = NULL
-                WHERE id = (
+{claiming_16}                WHERE id = (
                     SELECT j.id FROM jobs AS j
                     WHERE j.state IN ('pending', 'failed') AND j.waiting = 0 AND j.run_at <= now()
                         AND (p_served IS NULL OR j.queue = ANY(p_served))
@@ -129,11 +140,7 @@ def _claim_one(blocked: str) -> str:
     The blocked queues are found once, before the walk (a hashed list), however many rows of
     theirs it passes."""
     return f"""
-            UPDATE jobs SET state = 'processing', attempts = attempts + 1, worker_id = p_worker,
-                claim_token = p_prefix || gen_random_uuid()::text,
-                lease_expires_at = moment + p_lease * interval '1 second',
-                started_at = moment, updated_at = moment, progress = NULL
-            WHERE id = (
+            {_claiming("            ")}            WHERE id = (
                 SELECT j.id FROM jobs AS j
                 WHERE j.state IN ('pending', 'failed') AND j.waiting = 0 AND j.run_at <= now()
                     AND (p_served IS NULL OR j.queue = ANY(p_served))
@@ -191,7 +198,7 @@ PER_BUCKET = Starts(
                 JOIN queues AS q ON q.name = c.queue AND q.rate_count IS NOT NULL AND NOT q.paused
             {_ADD_UP}
 """,
-    fast_path=_ONE_WANTED.format(record_first=_RECORD_BUCKETS),
+    fast_path=_ONE_WANTED.format(record_first=_RECORD_BUCKETS, claiming_16=" " * 16 + _claiming(" " * 16)),
 )
 #: Migration 10: the one-job claim as one plain statement per case (``_ONE_WANTED_LEAN``).
 PER_BUCKET_LEAN = PER_BUCKET._replace(

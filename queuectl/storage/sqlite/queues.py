@@ -5,7 +5,8 @@ IMMEDIATE`` transaction: SQLite lets one writer at a time into the file, so what
 queue's held jobs, its recent starts) cannot change before it commits, whatever other processes
 claim meanwhile. It reads the clock inside the transaction, after the lock, so that the starts
 it records are in commit order. Workers use it only while some queue has a setting; the plain
-claim (``sql.claim``) stays as it is.
+claim (``sql.claim``) stays as it is. The claim of one job, which a worker makes each time a
+slot frees, is one statement (``_claim_one``) plus, in a rate-limited queue, the start's.
 
 Settings are what users hand over: written on the durable connection, in one transaction each.
 """
