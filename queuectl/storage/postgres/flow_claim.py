@@ -124,11 +124,12 @@ _LOCK_TELLING_RATED = """        SELECT coalesce(bool_or(locked.rated), false) I
             ) AS q
         ) AS locked;"""
 
-#: A queue whose jobs cannot start now: ``q`` paused, or at its concurrency limit...
-_FULL = """q.paused OR q.concurrency <= (
+#: A queue whose jobs cannot start now: ``q`` paused, or at its concurrency limit... (each
+#: count only for a queue with that limit: the server evaluates a comparison's operands first)
+_FULL = """q.paused OR q.concurrency IS NOT NULL AND q.concurrency <= (
                     SELECT count(*) FROM jobs AS h WHERE h.claim_token IS NOT NULL AND h.queue = q.name)"""
 #: ... or with its rate spent.
-_SPENT = """ OR q.rate_count <= (
+_SPENT = """ OR q.rate_count IS NOT NULL AND q.rate_count <= (
                     SELECT coalesce(sum(s.starts), 0) FROM queue_starts AS s
                     WHERE s.queue = q.name
                         AND s.started_at > moment - 1.01 * q.rate_seconds * interval '1 second')"""
