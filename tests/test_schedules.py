@@ -186,10 +186,15 @@ async def test_processes_released_at_the_same_instant_enqueue_a_due_time_once(
             if racer.poll() is None:
                 racer.kill()
     assert all(racer.returncode == 0 for racer in racers), [err for _, err in outputs]
-    assert sorted(int(out) for out, _ in outputs) == [0, 0, 0, 0, 0, 1]
-    (job,) = await scheduled(queue, "race")
-    assert job.run_at <= datetime.now(UTC)
-    assert (await queue.list_schedules())[0].next_run_at > job.run_at
+    enqueued = [int(out) for out, _ in outputs]
+    jobs = await scheduled(queue, "race")
+    # Each due time once. The racers set off within milliseconds of each other, but a loaded
+    # machine may hold one back past the next due time (a second later): that one it makes.
+    assert sum(enqueued) == len(jobs) >= 1 and set(enqueued) <= {0, 1}
+    due_times = [job.run_at for job in jobs]
+    assert len(set(due_times)) == len(due_times), f"a due time enqueued twice: {due_times}"
+    assert jobs[0].run_at <= datetime.now(UTC)
+    assert (await queue.list_schedules())[0].next_run_at > jobs[-1].run_at
 
 
 # --- missed due times, overlap, pauses ---------------------------------------------------------
