@@ -227,6 +227,30 @@ async def test_a_rate_allows_its_count_per_window_then_the_next_once_the_window_
         assert 0.9 * window <= waited < 3 * window
 
 
+async def test_no_window_of_a_rate_holds_more_starts_than_its_count(store_target: str) -> None:
+    # The starts the rate counts are the claims: two connections claim as fast as they can, and
+    # the moments the store gave their claims are checked to the microsecond.
+    window = 0.5
+    async with await Queue.open(store_target) as first, await Queue.open(store_target) as second:
+        await first.enqueue_many([{"command": "true", "queue": "api"} for _ in range(7)])
+        await first.limit_queue("api", rate=f"2/{window:g}s")
+        claims: list[Claim] = []
+
+        async def claim_all(queue: Queue, wanted: int) -> None:
+            deadline = time.monotonic() + DEADLINE
+            while len(claims) < 7 and time.monotonic() < deadline:
+                claims.extend(
+                    await queue.store.claim(worker_id="w", queues=None, limit=wanted, lease=60, flow=True)
+                )
+                await asyncio.sleep(0)
+
+        await asyncio.gather(claim_all(first, 1), claim_all(second, 3))
+    starts = sorted(claim.job.started_at.timestamp() for claim in claims if claim.job.started_at)
+    assert len(starts) == 7
+    gaps = [later - earlier for earlier, later in zip(starts, starts[2:], strict=False)]
+    assert min(gaps) >= window - 1e-6, gaps
+
+
 async def test_a_claim_of_one_job_passes_over_paused_and_full_queues(store_target: str) -> None:
     # One job wanted is what a worker asks for as a slot frees: PostgreSQL answers it with a
     # statement of its own, which must skip the same queues as the general one.
@@ -374,9 +398,12 @@ def test_a_rate_limit_holds_across_worker_processes(cli_target: str, workers: Wo
     starts = sorted(
         datetime.fromisoformat(job["started_at"]).timestamp() for job in jobs_of(cli_target, "api")
     )
-    # Never a third start within a second of the one two before (to the stored microsecond).
+    # Never a third start within a second of the one two before. The rate counts claims;
+    # ``started_at`` is when the worker then started the command, a few milliseconds later on a
+    # loaded machine, and more for a worker's first jobs: hence the slack. (The claims' own
+    # moments are checked to the microsecond by the test above.) Unguarded, the gaps would be 0.
     gaps = [later - earlier for earlier, later in zip(starts, starts[2:], strict=False)]
-    assert min(gaps) >= 1.0 - 1e-5, gaps
+    assert min(gaps) >= 1.0 - 0.15, gaps
 
 
 def test_a_limited_queue_does_not_hold_up_another_queue(

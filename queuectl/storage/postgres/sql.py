@@ -286,6 +286,8 @@ HEARTBEAT = """
 UPDATE workers SET heartbeat_at = now(), running = $2 WHERE id = $1
 RETURNING stop_requested, extract(epoch FROM clock_timestamp())::float8 AS server_time
 """
+#: A sample of the server's clock and nothing else: quick, once prepared.
+SERVER_TIME = "SELECT extract(epoch FROM clock_timestamp())::float8 AS server_time"
 STOP_REQUESTED = "SELECT stop_requested FROM workers WHERE id = $1"
 UNREGISTER_WORKER = "DELETE FROM workers WHERE id = $1"
 LIVE_WORKERS = f"""
