@@ -35,9 +35,10 @@ class ServerClock:
 
     def __init__(self) -> None:
         self._best: _Sample | None = None
+        self._offset = 0.0  # the best sample's, read for every timestamp
 
     def __call__(self) -> float:
-        return time.time() + (self._best.offset if self._best else 0.0)
+        return time.time() + self._offset
 
     def sample(self, *, sent: float, received: float, server_time: float) -> None:
         """A statement sent at ``sent`` and answered at ``received`` (``time.time()``) read the
@@ -54,3 +55,4 @@ class ServerClock:
             )
         ):
             self._best = new
+            self._offset = new.offset
