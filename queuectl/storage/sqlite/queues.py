@@ -85,10 +85,12 @@ def _claim_one(queue_count: int) -> str:
     return sql.CLAIM_SET + (
         " WHERE seq = (SELECT seq FROM jobs INDEXED BY jobs_due WHERE state IN ('pending', 'failed')"
         f" AND waiting = 0 AND run_at <= ?5{sql.queue_filter(queue_count)} AND queue NOT IN ("
-        "SELECT name FROM queues AS q WHERE q.paused OR q.concurrency <= ("
+        # Each count only for a queue with that limit: SQLite runs both sides of a comparison.
+        "SELECT name FROM queues AS q WHERE q.paused OR q.concurrency IS NOT NULL AND q.concurrency <= ("
         "SELECT count(*) FROM jobs AS h INDEXED BY jobs_held"
         " WHERE h.claim_token IS NOT NULL AND h.queue = q.name)"
-        " OR q.rate_count <= (SELECT coalesce(sum(s.starts), 0) FROM queue_starts AS s"
+        " OR q.rate_count IS NOT NULL AND q.rate_count <= ("
+        "SELECT coalesce(sum(s.starts), 0) FROM queue_starts AS s"
         f" WHERE s.queue = q.name AND s.started_at > ?5 - {_LOOKBACK!r} * q.rate_seconds))"
         f" ORDER BY priority DESC, run_at, created_at, seq LIMIT 1) RETURNING {CLAIMED.sql}"
     )
